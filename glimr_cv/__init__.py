@@ -1,0 +1,63 @@
+"""glimr_cv: cross-validated hyperparameter search for Keras models on Ray Tune.
+
+The public API, in one place:
+
+* :class:`Search` runs a search; :class:`SearchResults` is what it returns.
+* Search-space notation: :func:`sample_space`, :func:`prune_search`,
+  :func:`optimization_space`, :func:`loguniform`, :func:`validate_space`.
+* Builder helpers (import Keras): :func:`keras_losses`, :func:`keras_metrics`,
+  :func:`keras_optimizer`.
+* Racing rules: :class:`Forgiving`, :class:`Aggressive`, :class:`Paired`.
+* glimr's analysis functions: :func:`experiment_table`, :func:`top_k_trials`,
+  :func:`top_k_configs`.
+"""
+
+from .analysis import experiment_table, top_k_configs, top_k_trials
+from .notation import SpaceError, loguniform, prune_search, sample_space
+from .racing import Aggressive, Forgiving, Paired, RacingRule
+from .results import SearchResults
+from .scheduler import FoldScheduler
+from .space import metric_names, optimization_space, validate_space
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Search": ".search",
+    "keras_losses": ".keras_helpers",
+    "keras_metrics": ".keras_helpers",
+    "keras_optimizer": ".keras_helpers",
+}
+
+__all__ = [
+    "Search",
+    "SearchResults",
+    "SpaceError",
+    "sample_space",
+    "prune_search",
+    "optimization_space",
+    "loguniform",
+    "validate_space",
+    "metric_names",
+    "keras_losses",
+    "keras_metrics",
+    "keras_optimizer",
+    "RacingRule",
+    "Forgiving",
+    "Aggressive",
+    "Paired",
+    "FoldScheduler",
+    "experiment_table",
+    "top_k_trials",
+    "top_k_configs",
+]
+
+
+def __getattr__(name):
+    # Keras and Ray load only when used, so notation and tables stay fast to import
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'glimr_cv' has no attribute {name!r}")

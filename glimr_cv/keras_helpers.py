@@ -1,0 +1,96 @@
+"""Keras 3 helpers for builders: losses, metrics and optimizers from a config."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+import keras
+
+from .space import OPTIMIZERS, task_metrics
+
+__all__ = ["keras_losses", "keras_metrics", "keras_optimizer"]
+
+
+def _instantiate(obj: Any, kwargs: dict, name: str | None, path: str, kind: str):
+    """Build a loss or metric from a class, an instance, a function or a Keras name."""
+    if inspect.isclass(obj):
+        if name is not None and "name" in inspect.signature(obj).parameters:
+            kwargs = {"name": name, **kwargs}
+        return obj(**kwargs)
+    if isinstance(obj, str):
+        resolved = (keras.losses.get if kind == "loss" else keras.metrics.get)(obj)
+        if isinstance(resolved, (keras.losses.Loss, keras.metrics.Metric)):
+            resolved = type(resolved)  # rebuild it under the config's name and kwargs
+        return _instantiate(resolved, kwargs, name, path, kind)
+    if callable(obj):
+        if inspect.isfunction(obj) or isinstance(obj, functools.partial):
+            fn = functools.partial(obj, **kwargs) if kwargs else obj
+            if kind == "metric":
+                return keras.metrics.MeanMetricWrapper(fn, name=name)
+            return fn
+        return obj  # an already built Loss or Metric instance
+    raise TypeError(f"{path}: expected a Keras {kind} class, function or name, but got {obj!r}")
+
+
+def keras_losses(config: dict) -> tuple[dict, dict]:
+    """Per-task losses and loss weights for ``model.compile``.
+
+    Parameters
+    ----------
+    config : dict
+        A sampled configuration with a ``tasks`` section; each task has
+        ``loss = {"name", "loss": class or function, "kwargs"?}`` and ``loss_weight``.
+
+    Returns
+    -------
+    losses, loss_weights : dict, dict
+        Both keyed by task name, the names of the model's outputs.
+    """
+    losses, weights = {}, {}
+    for task_name, task in config["tasks"].items():
+        spec = task["loss"]
+        losses[task_name] = _instantiate(
+            spec["loss"], dict(spec.get("kwargs") or {}), spec.get("name"), f"tasks/{task_name}/loss", "loss"
+        )
+        weights[task_name] = float(task["loss_weight"])
+    return losses, weights
+
+
+def keras_metrics(config: dict) -> dict:
+    """Per-task lists of Keras metrics, each named by its ``name`` in the config.
+
+    Keras then logs them as ``val_{name}`` (one output) or ``val_{task}_{name}``,
+    and the search reports them as ``{task}_{name}``.
+    """
+    out = {}
+    for task_name, task in config["tasks"].items():
+        path = f"tasks/{task_name}"
+        out[task_name] = [
+            _instantiate(m["metric"], dict(m.get("kwargs") or {}), m["name"], f"{path}/metrics", "metric")
+            for m in task_metrics(task, path)
+        ]
+    return out
+
+
+def keras_optimizer(config: dict) -> keras.optimizers.Optimizer:
+    """A Keras 3 optimizer from an ``optimization`` section.
+
+    ``method`` is one of ``sgd, rms, adam, adamw, nadam, adagrad, adadelta``.
+    Every other key the optimizer's constructor accepts (``learning_rate``,
+    ``momentum``, ``rho``, ``beta_1``, ``use_ema``, ...) is passed; keys it does
+    not accept (``epochs``, parameters of other methods) are ignored.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, listing the known ones.
+    """
+    method = config.get("method")
+    if method not in OPTIMIZERS:
+        raise ValueError(f"optimization/method: unknown optimizer {method!r}; expected one of {sorted(OPTIMIZERS)}")
+    cls = getattr(keras.optimizers, OPTIMIZERS[method])
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "name", "kwargs"}
+    kwargs = {k: v for k, v in config.items() if k in accepted}
+    return cls(**kwargs)

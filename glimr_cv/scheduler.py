@@ -1,0 +1,252 @@
+"""The fold scheduler: which (configuration, fold) to train next.
+
+Pure Python, no Ray or Keras. :class:`glimr_cv.searcher.CVSearcher` is a thin
+Ray Tune adapter over it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .racing import RacingRule
+
+__all__ = ["FoldScheduler", "ConfigState", "Run", "NEW", "WAIT", "DONE", "STATUSES"]
+
+NEW = "new"  # ask the inner searcher for a new configuration, then call add_config
+WAIT = "wait"  # nothing to start until a running fold finishes
+DONE = "done"  # nothing will ever be started again
+
+#: Configuration statuses, as shown in result tables.
+STATUSES = ("complete", "running", "pruned", "failed", "incomplete")
+
+
+class Run(NamedTuple):
+    """Train fold ``fold`` of configuration ``config_id``."""
+
+    config_id: int
+    fold: int
+
+
+@dataclass
+class ConfigState:
+    """What the scheduler knows of one configuration."""
+
+    config_id: int
+    params: Any
+    todo: list[int]
+    running: set[int] = field(default_factory=set)
+    scores: dict[int, float] = field(default_factory=dict)
+    status: str = "running"
+    error: str | None = None
+    skipped: int = 0  # folds never trained because the configuration was stopped
+    version: int = 0  # heap entries with another version are stale
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores.values()) if self.scores else math.nan
+
+
+class FoldScheduler:
+    """Hands out folds from a priority heap of unfinished configurations.
+
+    The heap holds the started configurations that still have folds to start,
+    keyed on the mean score of their finished folds (best first); configurations
+    with no finished fold come after all scored ones, oldest first. The
+    *incumbent* is the complete configuration with the best mean (oldest on ties).
+
+    :meth:`next` applies this rule:
+
+    1. If ``max_fold_trainings`` folds have been started, start nothing.
+    2. Look at the top configuration ``c`` of the heap. If the racing rule stops
+       it against the incumbent, mark it ``pruned``, drop it and look again.
+    3. ``c`` is *competitive* when there is no incumbent yet, or when ``c`` has a
+       finished fold and its mean is at least the incumbent's. If ``c`` is
+       competitive, or no new configuration may start, start ``c``'s next fold.
+    4. Otherwise (or if the heap is empty) ask for a new configuration (:data:`NEW`)
+       while ``max_configs`` and the fold budget allow; a new configuration needs
+       at least ``n_folds`` of budget left.
+    5. Otherwise return :data:`WAIT` while folds are running, else :data:`DONE`.
+
+    So before the first configuration completes, folds of started configurations
+    go first, giving an incumbent early; after that, only configurations that
+    match the incumbent's mean keep their folds ahead of new configurations.
+
+    Parameters
+    ----------
+    n_folds : int
+        Folds per configuration (1 for a single train/validation split).
+    mode : {"max", "min"}
+        Whether higher or lower scores are better.
+    racing : RacingRule or None
+        Rule that stops hopeless configurations; ``None`` runs every fold.
+    max_configs : int or None
+        Most configurations to start.
+    max_fold_trainings : int or None
+        Most fold trainings to start, in all.
+    """
+
+    def __init__(
+        self,
+        n_folds: int,
+        mode: str = "max",
+        racing: RacingRule | None = None,
+        max_configs: int | None = None,
+        max_fold_trainings: int | None = None,
+    ):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected 'min' or 'max', but got {mode!r}")
+        self.n_folds = n_folds
+        self.mode = mode
+        self.racing = racing
+        self.max_configs = max_configs
+        self.max_fold_trainings = max_fold_trainings
+        self.configs: dict[int, ConfigState] = {}
+        self.incumbent: int | None = None
+        self.n_started = 0
+        self.closed = False
+        self._heap: list[tuple] = []
+        self._events: list[tuple[str, int, float]] = []
+
+    # -- orientation: rules and the heap see "higher is better" -------------
+    def _o(self, score: float) -> float:
+        return score if self.mode == "max" else -score
+
+    def _oriented(self, c: ConfigState) -> dict[int, float]:
+        return {f: self._o(s) for f, s in c.scores.items()}
+
+    # -- heap -----------------------------------------------------------------
+    def _push(self, c: ConfigState) -> None:
+        c.version += 1
+        key = (0, -self._o(c.mean)) if c.scores else (1, 0.0)
+        heapq.heappush(self._heap, (key, c.config_id, c.version))
+
+    def _valid(self, entry: tuple) -> bool:
+        c = self.configs[entry[1]]
+        return entry[2] == c.version and c.status == "running" and bool(c.todo)
+
+    # -- budget ---------------------------------------------------------------
+    def _budget_left(self) -> float:
+        if self.max_fold_trainings is None:
+            return math.inf
+        return self.max_fold_trainings - self.n_started
+
+    def can_start_config(self) -> bool:
+        """Whether a new configuration may start now."""
+        if self.closed:
+            return False
+        if self.max_configs is not None and len(self.configs) >= self.max_configs:
+            return False
+        return self._budget_left() >= self.n_folds
+
+    def _competitive(self, c: ConfigState) -> bool:
+        if self.incumbent is None:
+            return True
+        if not c.scores:
+            return False
+        return self._o(c.mean) >= self._o(self.configs[self.incumbent].mean)
+
+    # -- decisions --------------------------------------------------------------
+    def next(self) -> Run | str:
+        """The next fold to train (already marked started), or NEW, WAIT or DONE."""
+        if self._budget_left() > 0:
+            while self._heap:
+                entry = self._heap[0]
+                if not self._valid(entry):
+                    heapq.heappop(self._heap)
+                    continue
+                c = self.configs[entry[1]]
+                if self._should_stop(c):
+                    heapq.heappop(self._heap)
+                    self._stop(c, "pruned")
+                    continue
+                if self._competitive(c) or not self.can_start_config():
+                    heapq.heappop(self._heap)
+                    return self._dispatch(c)
+                break
+            if self.can_start_config():
+                return NEW
+        if any(c.running for c in self.configs.values()):
+            return WAIT
+        for c in self.configs.values():
+            if c.status == "running":
+                self._stop(c, "incomplete")
+        return DONE
+
+    def _should_stop(self, c: ConfigState) -> bool:
+        if self.racing is None or self.incumbent is None:
+            return False
+        return self.racing.should_stop(self._oriented(c), self._oriented(self.configs[self.incumbent]))
+
+    def _dispatch(self, c: ConfigState) -> Run:
+        fold = c.todo.pop(0)
+        c.running.add(fold)
+        self.n_started += 1
+        if c.todo:
+            self._push(c)
+        return Run(c.config_id, fold)
+
+    def _stop(self, c: ConfigState, status: str) -> None:
+        c.skipped += len(c.todo)
+        c.todo = []
+        c.status = status
+        c.version += 1
+        self._events.append((status, c.config_id, c.mean))
+
+    def add_config(self, params: Any) -> Run:
+        """Register a new configuration and start its first fold."""
+        if not self.can_start_config():
+            raise RuntimeError("add_config called while no new configuration may start")
+        c = ConfigState(len(self.configs), params, todo=list(range(self.n_folds)))
+        self.configs[c.config_id] = c
+        return self._dispatch(c)
+
+    def close(self) -> None:
+        """The inner searcher has no more configurations."""
+        self.closed = True
+
+    # -- outcomes ---------------------------------------------------------------
+    def finish(self, config_id: int, fold: int, score: float) -> None:
+        """Record the validation score of a finished fold."""
+        c = self.configs[config_id]
+        c.running.discard(fold)
+        if score is None or not math.isfinite(score):
+            return self.fail(config_id, fold, f"fold {fold} reported a non-finite score {score!r}")
+        c.scores[fold] = float(score)
+        if c.status != "running":
+            return  # pruned or failed while this fold was in flight: keep the split, not the status
+        if not c.todo and not c.running:
+            c.status = "complete"
+            c.version += 1
+            self._events.append(("complete", config_id, c.mean))
+            best = self.configs.get(self.incumbent)
+            if best is None or self._o(c.mean) > self._o(best.mean):
+                self.incumbent = config_id
+        elif c.todo:
+            self._push(c)
+
+    def fail(self, config_id: int, fold: int, error: str) -> None:
+        """A fold failed for good: its configuration is ``failed`` and stops."""
+        c = self.configs[config_id]
+        c.running.discard(fold)
+        if c.status == "running":
+            c.error = error
+            self._stop(c, "failed")
+
+    def pop_events(self) -> list[tuple[str, int, float]]:
+        """Status changes since the last call: ``(status, config_id, mean of finished folds)``."""
+        events, self._events = self._events, []
+        return events
+
+    # -- reporting --------------------------------------------------------------
+    @property
+    def fold_trainings_saved(self) -> int:
+        """Folds never trained because racing stopped their configuration."""
+        return sum(c.skipped for c in self.configs.values() if c.status == "pruned")
+
+    def best(self) -> int | None:
+        """The incumbent's config_id (never a pruned, failed or incomplete configuration)."""
+        return self.incumbent

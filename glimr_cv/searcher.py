@@ -1,0 +1,192 @@
+"""Ray Tune adapter over the fold scheduler: hands out (configuration, fold) trials."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from typing import Any, Callable
+
+from ray import cloudpickle
+from ray.tune.search import Searcher
+
+from .notation import is_tune_domain, iter_leaves, sample_space, to_tune
+from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
+from .trainable import META
+
+__all__ = ["CVSearcher"]
+
+
+class CVSearcher(Searcher):
+    """A ``ray.tune.search.Searcher`` whose trials are folds of configurations.
+
+    Which fold runs next is decided by a :class:`glimr_cv.scheduler.FoldScheduler`
+    (see its docstring for the exact rule). New configurations come from the
+    ``inner`` Tune searcher (e.g. ``OptunaSearch``) or, when it is ``None``, from
+    seeded random sampling of the space. The inner searcher is told a
+    configuration's result once: its CV mean when all folds finish; when racing
+    prunes it, the mean of the folds it finished (an honest but optimistic
+    estimate, since pruned configurations were worse than the incumbent); an
+    error when it failed or the run ended before it finished.
+
+    Parameters
+    ----------
+    space : dict
+        The parsed search space.
+    scheduler : FoldScheduler
+        Decides which fold runs next.
+    metric, mode : str
+        Metric of the fold score and its direction.
+    seed : int
+        Seed of the default random sampling.
+    inner : ray.tune.search.Searcher or None
+        Searcher that proposes configurations.
+    on_change : callable or None
+        Called with no argument after every status change (e.g. a progress display).
+    """
+
+    def __init__(
+        self,
+        space: dict,
+        scheduler: FoldScheduler,
+        metric: str,
+        mode: str,
+        seed: int = 0,
+        inner: Searcher | None = None,
+        on_change: Callable[[], None] | None = None,
+    ):
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        self.scheduler = scheduler
+        self.inner = inner
+        self.on_change = on_change
+        self._rng = random.Random(seed)
+        self._trials: dict[str, Run] = {}
+        self._inner_ids: dict[int, str] = {}
+        if inner is not None:
+            inner.set_search_properties(metric, mode, to_tune(space))
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # metric, mode and space were fixed by Search
+
+    # -- configurations ---------------------------------------------------------
+    def _new_params(self, config_id: int) -> Any:
+        if self.inner is None:
+            return sample_space(self.space, self._rng)
+        inner_id = f"config_{config_id}"
+        suggestion = self.inner.suggest(inner_id)
+        if suggestion is None or suggestion == Searcher.FINISHED:
+            return suggestion
+        self._inner_ids[config_id] = inner_id
+        return self._merge(suggestion)
+
+    def _merge(self, suggestion: dict) -> dict:
+        """Overlay the inner suggestion on the space; sample what it left open."""
+        params = sample_space(self.space, self._rng)
+        for path, value in iter_leaves(suggestion):
+            node = params
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+        for path, value in iter_leaves(params):
+            if is_tune_domain(value):  # pragma: no cover - sample_space resolves domains
+                raise ValueError(f"{'/'.join(map(str, path))}: unresolved domain {value!r}")
+        return params
+
+    # -- Tune interface ---------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None | str:
+        while True:
+            action = self.scheduler.next()
+            self._flush()
+            if isinstance(action, Run):
+                return self._assign(trial_id, action)
+            if action == WAIT:
+                return None
+            if action == DONE:
+                return Searcher.FINISHED
+            assert action == NEW
+            params = self._new_params(len(self.scheduler.configs))
+            if params is None:
+                return None
+            if params == Searcher.FINISHED:
+                self.scheduler.close()
+                continue
+            return self._assign(trial_id, self.scheduler.add_config(params))
+
+    def _assign(self, trial_id: str, run: Run) -> dict:
+        self._trials[trial_id] = run
+        params = self.scheduler.configs[run.config_id].params
+        return {**params, META: {"config_id": run.config_id, "fold": run.fold}}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        run = self._trials.get(trial_id)
+        if run is None:
+            return
+        if error or not result:
+            self.scheduler.fail(run.config_id, run.fold, f"fold {run.fold} raised an error (trial {trial_id})")
+        elif result.get("fold_status") == "failed":
+            self.scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {result.get('error')}")
+        else:
+            self.scheduler.finish(run.config_id, run.fold, result.get("fold_score"))
+        self._flush()
+
+    def _flush(self) -> None:
+        events = self.scheduler.pop_events()
+        if not events:
+            return
+        for status, config_id, mean in events:
+            inner_id = self._inner_ids.get(config_id)
+            if inner_id is None:
+                continue
+            if status in ("complete", "pruned") and mean == mean:
+                self.inner.on_trial_complete(inner_id, {self.metric: mean})
+            else:
+                self.inner.on_trial_complete(inner_id, None, error=True)
+        if self.on_change is not None:
+            self.on_change()
+
+    def run_of(self, trial_id: str) -> Run | None:
+        """The (config_id, fold) a trial trains."""
+        return self._trials.get(trial_id)
+
+    # -- persistence ------------------------------------------------------------
+    def get_state(self) -> dict:
+        state = {
+            "scheduler": self.scheduler,
+            "trials": self._trials,
+            "inner_ids": self._inner_ids,
+            "rng": self._rng.getstate(),
+            "inner": None,
+        }
+        if self.inner is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "inner.pkl")
+                self.inner.save(path)
+                with open(path, "rb") as f:
+                    state["inner"] = f.read()
+        return state
+
+    def set_state(self, state: dict) -> None:
+        self.scheduler = state["scheduler"]
+        self._trials = state["trials"]
+        self._inner_ids = state["inner_ids"]
+        self._rng.setstate(state["rng"])
+        if self.inner is not None and state["inner"] is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "inner.pkl")
+                with open(path, "wb") as f:
+                    f.write(state["inner"])
+                self.inner.restore(path)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            cloudpickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(cloudpickle.load(f))
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["on_change"] = None  # a display callback does not survive a restart
+        return state

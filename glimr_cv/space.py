@@ -1,0 +1,191 @@
+"""The structure of a glimr_cv search space: required sections and their rules.
+
+Pure Python (no Ray, no Keras), so a malformed space fails before anything starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .notation import Choice, SpaceError, TuneDomain, loguniform, parse_space
+
+__all__ = ["OPTIMIZERS", "optimization_space", "validate_space", "metric_names", "task_metrics"]
+
+#: Optimizer method names and the Keras 3 class each one builds.
+OPTIMIZERS = {
+    "sgd": "SGD",
+    "rms": "RMSprop",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "nadam": "Nadam",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+}
+
+
+def optimization_space(
+    epochs: int = 100,
+    method: Any = frozenset({"rms", "sgd", "adadelta", "adagrad", "adam"}),
+    learning_rate: Any = loguniform(1e-5, 1e-2),
+    rho: Any = [0.5, 1.0, 0.01],
+    momentum: Any = [0.0, 0.1, 0.01],
+    beta_1: Any = [0.5, 1.0, 0.01],
+    beta_2: Any = [0.5, 1.0, 0.01],
+    use_ema: Any = frozenset({True, False}),
+    ema_momentum: Any = [0.9, 0.99, 0.01],
+    ema_overwrite_frequency: Any = frozenset({None, 1, 2, 3, 4, 5}),
+) -> dict:
+    """A default ``optimization`` section over Keras 3 optimizers, as in glimr.
+
+    Every argument is a constant, glimr notation or a Ray Tune domain. Parameters
+    that a sampled ``method`` does not take are ignored when the optimizer is
+    built (:func:`glimr_cv.keras_optimizer`).
+
+    Returns
+    -------
+    dict
+        ``{"epochs", "method", "learning_rate", "rho", "momentum", "beta_1",
+        "beta_2", "use_ema", "ema_momentum", "ema_overwrite_frequency"}``.
+    """
+    return {
+        "epochs": epochs,
+        "method": set(method) if isinstance(method, frozenset) else method,
+        "learning_rate": learning_rate,
+        "rho": rho,
+        "momentum": momentum,
+        "beta_1": beta_1,
+        "beta_2": beta_2,
+        "use_ema": set(use_ema) if isinstance(use_ema, frozenset) else use_ema,
+        "ema_momentum": ema_momentum,
+        "ema_overwrite_frequency": (
+            set(ema_overwrite_frequency)
+            if isinstance(ema_overwrite_frequency, frozenset)
+            else ema_overwrite_frequency
+        ),
+    }
+
+
+def _possible_values(value: Any) -> list | None:
+    """The values a leaf can take, when they are finitely many and known; else None."""
+    if isinstance(value, Choice):
+        return list(value.values)
+    if isinstance(value, TuneDomain):
+        categories = getattr(value.domain, "categories", None)
+        return list(categories) if categories is not None else None
+    return [value]
+
+
+def task_metrics(task: dict, path: str) -> list[dict]:
+    """The metric entries of one task as a list of ``{"name", "metric", "kwargs"?}``."""
+    metrics = task.get("metrics", [])
+    if isinstance(metrics, dict):
+        metrics = [metrics]
+    if not isinstance(metrics, (list, tuple)):
+        raise SpaceError(
+            f"{path}/metrics: expected a dict or a list of dicts with 'name' and 'metric', "
+            f"but got {type(metrics).__name__}"
+        )
+    for i, entry in enumerate(metrics):
+        where = f"{path}/metrics[{i}]" if isinstance(task.get("metrics"), list) else f"{path}/metrics"
+        if not isinstance(entry, dict) or "name" not in entry or "metric" not in entry:
+            raise SpaceError(f"{where}: expected a dict with keys 'name' and 'metric', but got {entry!r}")
+        if not isinstance(entry["name"], str) or not entry["name"]:
+            raise SpaceError(f"{where}/name: expected a non-empty string, but got {entry['name']!r}")
+        if "kwargs" in entry and not isinstance(entry["kwargs"], dict):
+            raise SpaceError(f"{where}/kwargs: expected a dict, but got {entry['kwargs']!r}")
+    return list(metrics)
+
+
+def validate_space(space: Any) -> dict:
+    """Check the notation and the required sections of a search space.
+
+    Required: ``tasks`` (each with ``loss``, ``loss_weight`` and ``metrics``),
+    ``optimization`` (``method``, ``learning_rate``, ``epochs``) and ``data``
+    (``batch_size``).
+
+    Returns
+    -------
+    dict
+        The parsed space (see :func:`glimr_cv.notation.parse_space`).
+
+    Raises
+    ------
+    SpaceError
+        Naming the offending path and what was expected.
+    """
+    if not isinstance(space, dict):
+        raise SpaceError(f"space: expected a nested dict, but got {type(space).__name__}")
+    parsed = parse_space(space)
+    for section in ("tasks", "optimization", "data"):
+        if section not in space:
+            raise SpaceError(f"space: the required section {section!r} is missing; got sections {sorted(map(str, space))}")
+        if not isinstance(space[section], dict):
+            raise SpaceError(f"{section}: expected a dict, but got {type(space[section]).__name__}")
+
+    tasks = space["tasks"]
+    if not tasks:
+        raise SpaceError("tasks: expected at least one task (one per model output), but got an empty dict")
+    for name, task in tasks.items():
+        path = f"tasks/{name}"
+        if not isinstance(name, str) or not name:
+            raise SpaceError(f"tasks: task names must be non-empty strings, but got {name!r}")
+        if not isinstance(task, dict):
+            raise SpaceError(f"{path}: expected a dict with 'loss', 'loss_weight' and 'metrics', but got {task!r}")
+        for key in ("loss", "loss_weight", "metrics"):
+            if key not in task:
+                raise SpaceError(f"{path}: the required key {key!r} is missing; a task needs 'loss', 'loss_weight' and 'metrics'")
+        loss = task["loss"]
+        if not isinstance(loss, dict) or "loss" not in loss:
+            raise SpaceError(
+                f"{path}/loss: expected a dict {{'name': str, 'loss': class or function, 'kwargs'?: dict}}, but got {loss!r}"
+            )
+        if "kwargs" in loss and not isinstance(loss["kwargs"], dict):
+            raise SpaceError(f"{path}/loss/kwargs: expected a dict, but got {loss['kwargs']!r}")
+        weight = parsed["tasks"][name]["loss_weight"]
+        for w in _possible_values(weight) or []:
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+                raise SpaceError(f"{path}/loss_weight: expected a number >= 0, but got {w!r}")
+        task_metrics(task, path)
+
+    opt = space["optimization"]
+    for key in ("method", "learning_rate", "epochs"):
+        if key not in opt:
+            raise SpaceError(f"optimization: the required key {key!r} is missing; expected 'method', 'learning_rate' and 'epochs'")
+    for method in _possible_values(parsed["optimization"]["method"]) or []:
+        if method not in OPTIMIZERS:
+            raise SpaceError(
+                f"optimization/method: unknown optimizer {method!r}; expected one of {sorted(OPTIMIZERS)}"
+            )
+    for epochs in _possible_values(parsed["optimization"]["epochs"]) or []:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise SpaceError(f"optimization/epochs: expected an int >= 1, but got {epochs!r}")
+
+    if "batch_size" not in space["data"]:
+        raise SpaceError("data: the required key 'batch_size' is missing; `data` holds the loader's keyword arguments")
+    for size in _possible_values(parsed["data"]["batch_size"]) or []:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise SpaceError(f"data/batch_size: expected an int >= 1, but got {size!r}")
+    return parsed
+
+
+def metric_names(space: dict) -> list[str]:
+    """Names under which a search reports validation metrics, in space order.
+
+    For each task, ``"{task}_{metric name}"`` for each metric then ``"{task}_loss"``;
+    finally ``"loss"``, the weighted total.
+    """
+    names = []
+    for task_name, task in space["tasks"].items():
+        names += [f"{task_name}_{m['name']}" for m in task_metrics(task, f"tasks/{task_name}")]
+        names.append(f"{task_name}_loss")
+    names.append("loss")
+    return names
+
+
+def default_metric(space: dict) -> str:
+    """The first metric of the first task, or its loss when it has no metric."""
+    task_name, task = next(iter(space["tasks"].items()))
+    metrics = task_metrics(task, f"tasks/{task_name}")
+    return f"{task_name}_{metrics[0]['name']}" if metrics else f"{task_name}_loss"
+
+

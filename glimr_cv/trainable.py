@@ -1,0 +1,178 @@
+"""The Ray Tune trainable: one trial trains one (configuration, fold)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["TrialSpec", "train_fold", "META", "trial_dirname"]
+
+#: Key of the scheduler's bookkeeping inside a trial's config.
+META = "__glimr_cv__"
+
+
+@dataclass
+class TrialSpec:
+    """Everything a trial needs besides its config; shipped to workers once."""
+
+    builder: Callable
+    loader: Callable
+    metric: str
+    mode: str
+    cv_folds: int | None
+    task_names: list
+    metric_names: list
+    loader_kwargs: dict = field(default_factory=dict)
+    fit_kwargs: dict = field(default_factory=dict)
+    stopper: Any = None
+    seed: int = 0
+
+
+def trial_dirname(trial) -> str:
+    """Trial folders named by configuration and fold, e.g. ``c0003_f1_ab12c_00004``."""
+    meta = trial.config.get(META, {})
+    return f"c{meta.get('config_id', 0):04d}_f{meta.get('fold', 0)}_{trial.trial_id}"
+
+
+def split_config(config: dict) -> tuple[dict, dict]:
+    """``(sampled configuration, scheduler bookkeeping)`` of a trial config."""
+    params = {k: v for k, v in config.items() if k != META}
+    return params, config[META]
+
+
+def _log_key(logs: dict, task: str, name: str, single: bool) -> str:
+    # Keras 3 prefixes validation logs by output name only when a model has several outputs
+    for key in (f"val_{task}_{name}", f"val_{name}") if single else (f"val_{task}_{name}",):
+        if key in logs:
+            return key
+    raise KeyError(
+        f"metric {task}_{name}: Keras logged no 'val_{task}_{name}'"
+        + ("" if not single else f" or 'val_{name}'")
+        + f"; logged keys are {sorted(logs)}. Are the model's outputs named by task and "
+        "is each metric built with its config name (see glimr_cv.keras_metrics)?"
+    )
+
+
+def validation_report(logs: dict, spec: TrialSpec) -> dict:
+    """Map Keras epoch logs to ``{task}_{metric}``, ``{task}_loss`` and ``loss``."""
+    single = len(spec.task_names) == 1
+    report = {}
+    for name in spec.metric_names:
+        if name == "loss":
+            report["loss"] = float(logs["val_loss"])
+            continue
+        task = next(t for t in spec.task_names if name.startswith(f"{t}_"))
+        report[name] = float(logs[_log_key(logs, task, name[len(task) + 1 :], single)])
+    return report
+
+
+def _better(a: float, b: float | None, mode: str) -> bool:
+    if not math.isfinite(a):
+        return False
+    return b is None or (a > b if mode == "max" else a < b)
+
+
+def train_fold(config: dict, spec: TrialSpec) -> None:
+    """Train one fold, report every epoch and checkpoint the best epoch once.
+
+    Each epoch reports the validation metrics plus ``fold_score`` (the best value of
+    ``spec.metric`` so far) and ``epoch``. A last report carries the best epoch's
+    metrics, ``best_epoch``, ``epochs``, ``fit_seconds`` (time inside ``model.fit``),
+    ``fold_status`` ("complete" or "failed", with ``error``) and, when complete,
+    a checkpoint holding ``model.weights.h5`` and ``config.json``.
+    """
+    import keras
+    from ray import tune
+
+    from .keras_helpers import keras_optimizer
+
+    for name in ("ray.train", "ray.tune"):  # one "checkpoint created" line per fold is noise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    params, meta = split_config(config)
+    keras.backend.clear_session()  # a reused actor keeps no graph or layer names from earlier folds
+    gc.collect()
+    keras.utils.set_random_seed(spec.seed + 1000 * meta["config_id"] + meta["fold"])
+
+    built = spec.builder(params)
+    if not isinstance(built, tuple) or len(built) != 4:
+        raise TypeError(
+            f"builder must return (model, losses, loss_weights, metrics), but returned {type(built).__name__}"
+            + (f" of length {len(built)}" if isinstance(built, tuple) else "")
+        )
+    model, losses, loss_weights, metrics = built
+    model.compile(
+        optimizer=keras_optimizer(params["optimization"]),
+        loss=losses,
+        loss_weights=loss_weights,
+        metrics=metrics,
+    )
+    data_kwargs = {**params["data"], **spec.loader_kwargs}
+    if spec.cv_folds:
+        data_kwargs.update(cv_index=meta["fold"], cv_folds=spec.cv_folds)
+    train_ds, val_ds = spec.loader(**data_kwargs)
+
+    trial_id = tune.get_context().get_trial_id()
+    state = {"best": None, "best_epoch": None, "weights": None, "metrics": {}, "error": None, "epochs": 0}
+
+    class _Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            state["epochs"] = epoch + 1
+            for key in ("loss", "val_loss"):
+                value = float(logs.get(key, 0.0))
+                if not math.isfinite(value):
+                    state["error"] = f"{'validation ' if key == 'val_loss' else ''}loss became {value} at epoch {epoch + 1}"
+                    self.model.stop_training = True
+                    return
+            report = validation_report(logs, spec)
+            score = report[spec.metric]
+            if _better(score, state["best"], spec.mode):
+                state.update(best=score, best_epoch=epoch + 1, weights=self.model.get_weights(), metrics=report)
+            report.update(epoch=epoch + 1, fold_score=state["best"])
+            tune.report(report)
+            if spec.stopper is not None and spec.stopper(trial_id, {**report, "training_iteration": epoch + 1}):
+                self.model.stop_training = True
+
+    fit_kwargs = dict(spec.fit_kwargs)
+    callbacks = [_Report(), *fit_kwargs.pop("callbacks", [])]
+    start = time.perf_counter()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=int(params["optimization"]["epochs"]),
+        callbacks=callbacks,
+        verbose=0,
+        **fit_kwargs,
+    )
+    fit_seconds = time.perf_counter() - start
+
+    final = {
+        **state["metrics"],
+        "fold_score": state["best"],
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epochs"],
+        "fit_seconds": fit_seconds,
+        "config_id": meta["config_id"],
+        "fold": meta["fold"],
+    }
+    if state["error"] is None and state["best"] is None:
+        state["error"] = f"{spec.metric} was never finite in {state['epochs']} epochs"
+    if state["error"] is not None:
+        tune.report({**final, "fold_status": "failed", "error": state["error"]})
+    else:
+        model.set_weights(state["weights"])
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_weights(os.path.join(tmp, "model.weights.h5"))
+            with open(os.path.join(tmp, "fold.json"), "w") as f:
+                json.dump({**meta, "score": state["best"], "metric": spec.metric, "mode": spec.mode}, f)
+            tune.report({**final, "fold_status": "complete"}, checkpoint=tune.Checkpoint.from_directory(tmp))
+    del model, train_ds, val_ds, state
+    keras.backend.clear_session()
+    gc.collect()
