@@ -87,7 +87,10 @@ class IntRange:
         if self.step == 1:
             return tune.randint(self.low, self.high + 1)  # Tune's upper bound is exclusive
         top = self.low + self.step * ((self.high - self.low) // self.step)
-        return tune.qrandint(self.low, top, self.step)
+        if self.low % self.step == 0:
+            return tune.qrandint(self.low, top, self.step)
+        # Tune quantizes from 0, not from low: list this grid instead
+        return tune.choice(list(range(self.low, top + 1, self.step)))
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,13 @@ class FloatRange:
             return tune.loguniform(self.low, self.high)
         if self.step is None:
             return tune.uniform(self.low, self.high)
-        top = self.low + self.step * math.floor((self.high - self.low) / self.step + 1e-9)
-        return tune.quniform(self.low, top, self.step)
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9))
+        top = self.low + self.step * n
+        ratio = self.low / self.step
+        if abs(ratio - round(ratio)) < 1e-9:
+            return tune.quniform(self.low, top, self.step)
+        # Tune quantizes from 0, not from low: list this grid instead
+        return tune.choice([round(self.low + self.step * i, 12) for i in range(n + 1)])
 
 
 @dataclass(frozen=True)

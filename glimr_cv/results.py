@@ -81,10 +81,10 @@ def cv_table(
     if table.empty:
         return pd.DataFrame(columns=["config_id", "status", "n_folds", f"mean_{metric}", f"std_{metric}", "rank"])
     score = table[f"mean_{metric}"]
-    complete = table["status"].eq("complete")
+    complete = table["status"].eq("complete") & score.notna()
     ranks = (-score if mode == "max" else score)[complete].rank(method="min")
     table.insert(3 + len(metrics) * (n_splits + 2), "rank", pd.array([pd.NA] * len(table), dtype="Int64"))
-    table.loc[complete, "rank"] = ranks.astype(int).to_numpy()
+    table.loc[complete, "rank"] = ranks.astype("Int64").to_numpy()
     order = _sort_key(table["status"], score, mode)
     order["id"] = table["config_id"]
     table = table.loc[order.sort_values(["c", "s", "id"]).index].reset_index(drop=True)

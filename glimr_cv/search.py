@@ -291,7 +291,13 @@ class Search:
         return self.results(path, searcher, result_grid)
 
     def _render(self, searcher, path: str):
-        table = self._table(searcher, read_folds(path))
+        # the scheduler's scores are current; files on disk lag behind the last trials
+        rows = [{"config_id": c.config_id, "fold": f, "status": "complete", self.metric: s}
+                for c in searcher.scheduler.configs.values() for f, s in c.scores.items()]
+        folds = pd.DataFrame(rows, columns=["config_id", "fold", "status", self.metric])
+        configs = [{"config_id": c.config_id, "status": c.status, "params": c.params, "error": c.error}
+                   for c in searcher.scheduler.configs.values()]
+        table = cv_table(folds, configs, self.metric, self.mode, self.cv_folds or 1)
         if self.jupyter:
             return table
         return format_leaderboard(table, self.metric, self.cv_folds or 1, self.report_parameters)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .notation import Choice, SpaceError, TuneDomain, loguniform, parse_space
+from .notation import Choice, FloatRange, IntRange, SpaceError, TuneDomain, loguniform, parse_space
 
 __all__ = ["OPTIMIZERS", "optimization_space", "validate_space", "metric_names", "task_metrics"]
 
@@ -27,19 +27,21 @@ def optimization_space(
     epochs: int = 100,
     method: Any = frozenset({"rms", "sgd", "adadelta", "adagrad", "adam"}),
     learning_rate: Any = loguniform(1e-5, 1e-2),
-    rho: Any = [0.5, 1.0, 0.01],
-    momentum: Any = [0.0, 0.1, 0.01],
-    beta_1: Any = [0.5, 1.0, 0.01],
-    beta_2: Any = [0.5, 1.0, 0.01],
+    rho: Any = (0.5, 1.0, 0.01),
+    momentum: Any = (0.0, 0.1, 0.01),
+    beta_1: Any = (0.5, 1.0, 0.01),
+    beta_2: Any = (0.5, 1.0, 0.01),
     use_ema: Any = frozenset({True, False}),
-    ema_momentum: Any = [0.9, 0.99, 0.01],
+    ema_momentum: Any = (0.9, 0.99, 0.01),
     ema_overwrite_frequency: Any = frozenset({None, 1, 2, 3, 4, 5}),
 ) -> dict:
     """A default ``optimization`` section over Keras 3 optimizers, as in glimr.
 
     Every argument is a constant, glimr notation or a Ray Tune domain. Parameters
     that a sampled ``method`` does not take are ignored when the optimizer is
-    built (:func:`glimr_cv.keras_optimizer`).
+    built (:func:`glimr_cv.keras_optimizer`). The defaults are written as tuples
+    and frozensets only to keep them immutable; they are returned as
+    ``[min, max, step]`` intervals and sets.
 
     Returns
     -------
@@ -47,28 +49,33 @@ def optimization_space(
         ``{"epochs", "method", "learning_rate", "rho", "momentum", "beta_1",
         "beta_2", "use_ema", "ema_momentum", "ema_overwrite_frequency"}``.
     """
+    defaults = optimization_space.__defaults__
+
+    def fresh(value):  # defaults become a new interval or set on every call; user values stay as given
+        if any(value is d for d in defaults):
+            return set(value) if isinstance(value, frozenset) else list(value) if isinstance(value, tuple) else value
+        return value
+
     return {
         "epochs": epochs,
-        "method": set(method) if isinstance(method, frozenset) else method,
+        "method": fresh(method),
         "learning_rate": learning_rate,
-        "rho": rho,
-        "momentum": momentum,
-        "beta_1": beta_1,
-        "beta_2": beta_2,
-        "use_ema": set(use_ema) if isinstance(use_ema, frozenset) else use_ema,
-        "ema_momentum": ema_momentum,
-        "ema_overwrite_frequency": (
-            set(ema_overwrite_frequency)
-            if isinstance(ema_overwrite_frequency, frozenset)
-            else ema_overwrite_frequency
-        ),
+        "rho": fresh(rho),
+        "momentum": fresh(momentum),
+        "beta_1": fresh(beta_1),
+        "beta_2": fresh(beta_2),
+        "use_ema": fresh(use_ema),
+        "ema_momentum": fresh(ema_momentum),
+        "ema_overwrite_frequency": fresh(ema_overwrite_frequency),
     }
 
 
 def _possible_values(value: Any) -> list | None:
-    """The values a leaf can take, when they are finitely many and known; else None."""
+    """Values a leaf can take that bound checks must test (for ranges, both ends); None if unknown."""
     if isinstance(value, Choice):
         return list(value.values)
+    if isinstance(value, (IntRange, FloatRange)):
+        return [value.low, value.high]  # the extremes are enough for the range checks here
     if isinstance(value, TuneDomain):
         categories = getattr(value.domain, "categories", None)
         return list(categories) if categories is not None else None

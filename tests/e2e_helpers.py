@@ -1,0 +1,86 @@
+"""Small models, spaces and loaders for end-to-end tests (importable by Ray workers)."""
+
+import hashlib
+import os
+
+import numpy as np
+
+from glimr_cv.demo import builder as digits_builder  # noqa: F401  (re-exported for tests)
+from glimr_cv.demo import digits_arrays, loader as digits_loader
+
+
+def space(epochs=2, folds_note=None):
+    return {
+        "units": {16, 32},
+        "learning_rate_scale": 1,
+        "layers": 1,
+        "dropout": 0.0,
+        "activation": {"relu", "gelu"},
+        "tasks": {
+            "digit": {
+                "loss": {"name": "xent", "loss": "SparseCategoricalCrossentropy"},
+                "loss_weight": 1.0,
+                "metrics": [{"name": "accuracy", "metric": "SparseCategoricalAccuracy"}],
+            }
+        },
+        "optimization": {"method": {"adam", "rms"}, "learning_rate": [0.001, 0.01], "epochs": epochs},
+        "data": {"batch_size": 64},
+    }
+
+
+def recording_loader(batch_size, cv_index, cv_folds, record_dir):
+    """The digits loader, also writing the hash of each fold's validation rows to ``record_dir``."""
+    import tensorflow as tf  # noqa: F401
+
+    train_ds, val_ds = digits_loader(batch_size, cv_index=cv_index, cv_folds=cv_folds)
+    labels = np.concatenate([y["digit"].numpy() for _, y in val_ds])
+    feats = np.concatenate([x.numpy() for x, _ in val_ds])
+    digest = hashlib.sha1(feats.tobytes() + labels.tobytes()).hexdigest()
+    with open(os.path.join(record_dir, f"{cv_index}_{digest}_{os.getpid()}_{np.random.randint(1 << 30)}"), "w"):
+        pass
+    return train_ds, val_ds
+
+
+def multitask_space(epochs=2):
+    s = space(epochs)
+    s["tasks"] = {
+        "digit": s["tasks"]["digit"],
+        "parity": {
+            "loss": {"name": "bce", "loss": "BinaryCrossentropy"},
+            "loss_weight": [0.2, 1.0],
+            "metrics": [
+                {"name": "auc", "metric": "AUC"},
+                {"name": "acc", "metric": "BinaryAccuracy"},
+            ],
+        },
+    }
+    return s
+
+
+def multitask_builder(config):
+    import keras
+
+    from glimr_cv import keras_losses, keras_metrics
+
+    inputs = keras.Input((64,))
+    h = keras.layers.Dense(config["units"], activation=config["activation"])(inputs)
+    outputs = {
+        "digit": keras.layers.Dense(10, activation="softmax", name="digit")(h),
+        "parity": keras.layers.Dense(1, activation="sigmoid", name="parity")(h),
+    }
+    losses, weights = keras_losses(config)
+    return keras.Model(inputs, outputs), losses, weights, keras_metrics(config)
+
+
+def multitask_loader(batch_size, cv_index, cv_folds):
+    import tensorflow as tf
+    from sklearn.model_selection import KFold
+
+    x, y = digits_arrays()
+    train, val = list(KFold(cv_folds, shuffle=True, random_state=0).split(x))[cv_index]
+
+    def ds(idx):
+        labels = {"digit": y[idx], "parity": (y[idx] % 2).astype("float32")[:, None]}
+        return tf.data.Dataset.from_tensor_slices((x[idx], labels)).batch(batch_size)
+
+    return ds(train), ds(val)

@@ -1,0 +1,612 @@
+"""FoldScheduler driven by synthetic fold scores (no Ray, no Keras)."""
+
+import collections
+import math
+import pickle
+import random
+
+import pytest
+
+from glimr_cv.racing import Aggressive, Forgiving, Paired
+from glimr_cv.scheduler import DONE, NEW, STATUSES, WAIT, FoldScheduler, Run
+
+FINAL_STATUSES = {"complete", "pruned", "failed", "incomplete"}
+
+
+class Sim:
+    """Drives a scheduler with ``slots`` workers and a table of fold scores.
+
+    Fill free slots by calling ``next()`` (on NEW, register a configuration with
+    ``add_config``; on WAIT or DONE stop filling), then finish the oldest running
+    fold with its score ``score(config_id, fold)``.
+    """
+
+    def __init__(self, sched, score, slots=1):
+        self.s = sched
+        self.score = score if callable(score) else (lambda c, f: score[c][f])
+        self.slots = slots
+        self.running = collections.deque()
+        self.decisions = []  # every next() answer, NEW followed by the Run add_config gave
+        self.dispatched = []  # every Run started, in order
+        self.finished = []  # (config_id, fold, score) in order
+        self.budget_at_new = []  # fold budget left whenever a configuration was added
+
+    def fill(self):
+        answer = None
+        while len(self.running) < self.slots:
+            answer = self.s.next()
+            self.decisions.append(answer)
+            if answer == NEW:
+                self.budget_at_new.append(self.s._budget_left())
+                run = self.s.add_config({"name": f"config-{len(self.s.configs)}"})
+                self.decisions.append(run)
+            elif isinstance(answer, Run):
+                run = answer
+            else:
+                assert answer in (WAIT, DONE), answer
+                break
+            self.running.append(run)
+            self.dispatched.append(run)
+        return answer
+
+    def finish_one(self):
+        run = self.running.popleft()
+        score = self.score(run.config_id, run.fold)
+        self.finished.append((run.config_id, run.fold, score))
+        self.s.finish(run.config_id, run.fold, score)
+
+    def step(self):
+        """Fill, then finish one fold. Returns False once the scheduler is DONE."""
+        answer = self.fill()
+        if answer == DONE:
+            assert not self.running, "DONE while folds are still running"
+            return False
+        assert self.running, "WAIT with nothing running would wait forever"
+        self.finish_one()
+        return True
+
+    def run(self, max_steps=100_000):
+        for _ in range(max_steps):
+            if not self.step():
+                return self
+        raise AssertionError("the scheduler never said DONE")
+
+
+def const_table(means, n_folds):
+    """Every fold of configuration i scores ``means[i]``."""
+    return [[m] * n_folds for m in means]
+
+
+def noisy_table(seed, n_configs, n_folds, sd=0.01, spacing=0.01):
+    """Well separated true means (shuffled) plus gaussian fold noise."""
+    rng = random.Random(seed)
+    means = [0.5 + spacing * i for i in range(n_configs)]
+    rng.shuffle(means)
+    return [[m + rng.gauss(0, sd) for _ in range(n_folds)] for m in means]
+
+
+def cv_mean(row):
+    return sum(row) / len(row)
+
+
+def complete_incumbent(s, scores):
+    """Run configuration 0 to completion with one slot; it becomes the incumbent."""
+    assert s.next() == NEW
+    run = s.add_config({"name": "incumbent"})
+    for f, score in enumerate(scores):
+        assert run == Run(0, f)
+        s.finish(0, f, score)
+        if f < len(scores) - 1:
+            run = s.next()
+    assert s.configs[0].status == "complete"
+    assert s.best() == 0
+
+
+# -- construction -------------------------------------------------------------
+
+
+def test_bad_mode_is_rejected():
+    with pytest.raises(ValueError, match=r"mode: expected 'min' or 'max', but got 'maximize'"):
+        FoldScheduler(3, mode="maximize")
+
+
+def test_statuses_constant():
+    assert set(STATUSES) == {"complete", "running", "pruned", "failed", "incomplete"}
+
+
+def test_first_decision_asks_for_a_configuration():
+    s = FoldScheduler(3)
+    assert s.next() == NEW
+    assert s.add_config({"a": 1}) == Run(0, 0)
+    assert s.configs[0].params == {"a": 1}
+    assert s.configs[0].status == "running"
+    assert s.n_started == 1
+
+
+def test_add_config_when_not_allowed_raises():
+    s = FoldScheduler(3, max_configs=1)
+    s.add_config({})
+    with pytest.raises(RuntimeError, match="no new configuration may start"):
+        s.add_config({})
+
+
+# -- the next-fold rule ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3, 5])
+@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive()])
+def test_first_configuration_is_dispatched_depth_first(slots, racing):
+    n_folds = 4
+    table = noisy_table(0, 6, n_folds)
+    sim = Sim(FoldScheduler(n_folds, racing=racing, max_configs=6), table, slots).run()
+    first_other = next(i for i, r in enumerate(sim.dispatched) if r.config_id != 0)
+    assert sim.dispatched[:first_other] == [Run(0, f) for f in range(n_folds)]
+
+
+def test_without_incumbent_started_configs_continue_before_new_ones():
+    # two slots, n_folds=3: config 1 starts while config 0's last fold is in flight;
+    # with no incumbent yet, config 1 keeps its folds ahead of a third configuration
+    s = FoldScheduler(3)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    assert s.next() == Run(0, 1)
+    s.finish(0, 0, 0.5)
+    assert s.next() == Run(0, 2)
+    s.finish(0, 1, 0.5)
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.1)  # config 0 still running, so no incumbent
+    assert s.incumbent is None
+    assert s.next() == Run(1, 1)
+
+
+@pytest.mark.parametrize("score, expected", [(0.9, Run(1, 1)), (0.75, Run(1, 1)), (0.74, NEW), (0.1, NEW)])
+def test_after_incumbent_only_configs_matching_its_mean_continue(score, expected):
+    s = FoldScheduler(3)  # no racing, so nothing is pruned
+    complete_incumbent(s, [0.75, 0.5, 1.0])  # mean exactly 0.75
+    assert s.next() == NEW
+    assert s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, score)
+    assert s.next() == expected
+
+
+def test_unscored_config_waits_behind_a_new_one_after_incumbent():
+    s = FoldScheduler(3)
+    complete_incumbent(s, [0.5, 0.5, 0.5])
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    # config 1 has no finished fold yet: not competitive, so a new configuration starts
+    assert s.next() == NEW and s.add_config({}) == Run(2, 0)
+
+
+def test_heap_serves_best_mean_first():
+    s = FoldScheduler(3, max_configs=5)
+    complete_incumbent(s, [0.6, 0.6, 0.6])
+    for cid in (1, 2, 3, 4):
+        assert s.next() == NEW
+        assert s.add_config({}) == Run(cid, 0)
+    for cid, score in zip((1, 2, 3, 4), (0.9, 0.7, 0.8, 0.2)):
+        s.finish(cid, 0, score)
+    order = [s.next() for _ in range(8)]
+    assert order == [Run(1, 1), Run(1, 2), Run(3, 1), Run(3, 2), Run(2, 1), Run(2, 2), Run(4, 1), Run(4, 2)]
+    assert s.next() == WAIT
+
+
+def test_heap_order_follows_updated_means():
+    s = FoldScheduler(3, max_configs=3)
+    complete_incumbent(s, [0.5, 0.5, 0.5])
+    for cid in (1, 2):
+        assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
+    s.finish(1, 0, 0.9)
+    s.finish(2, 0, 0.8)
+    assert s.next() == Run(1, 1)
+    s.finish(1, 1, 0.5)  # config 1 mean drops to 0.7, below config 2's 0.8
+    assert s.next() == Run(2, 1)
+    assert s.next() == Run(2, 2)
+    assert s.next() == Run(1, 2)
+
+
+def test_ties_in_means_go_to_the_older_configuration():
+    s = FoldScheduler(3, max_configs=4)
+    complete_incumbent(s, [0.5, 0.5, 0.5])
+    for cid in (1, 2, 3):
+        assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
+    s.finish(3, 0, 0.75)
+    s.finish(2, 0, 0.75)
+    s.finish(1, 0, 0.75)
+    assert [s.next() for _ in range(6)] == [Run(1, 1), Run(1, 2), Run(2, 1), Run(2, 2), Run(3, 1), Run(3, 2)]
+
+
+def test_unscored_configs_come_after_scored_ones_oldest_first():
+    s = FoldScheduler(3, max_configs=4)
+    complete_incumbent(s, [0.5, 0.5, 0.5])
+    for cid in (1, 2, 3):
+        assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
+    s.finish(3, 0, 0.1)  # scored but poor; configs 1 and 2 have no finished fold
+    assert [s.next() for _ in range(6)] == [Run(3, 1), Run(3, 2), Run(1, 1), Run(1, 2), Run(2, 1), Run(2, 2)]
+
+
+def test_incumbent_ties_go_to_the_older_configuration():
+    s = FoldScheduler(2, max_configs=3)
+    table = [[0.5, 1.0], [1.0, 0.5], [0.75, 0.75]]
+    Sim(s, table, slots=1).run()
+    assert [s.configs[c].status for c in range(3)] == ["complete"] * 3
+    assert s.best() == 0
+
+
+def test_incumbent_is_the_best_complete_mean():
+    table = noisy_table(3, 12, 3, sd=0.05)
+    s = FoldScheduler(3, max_configs=12)
+    sim = Sim(s, table, slots=3)
+    while sim.step():
+        complete = {c: st.mean for c, st in s.configs.items() if st.status == "complete"}
+        if complete:
+            best = max(complete.values())
+            assert s.best() == min(c for c, m in complete.items() if m == best)
+        else:
+            assert s.best() is None
+    assert s.best() == max(range(12), key=lambda c: cv_mean(table[c]))
+
+
+def test_partial_mean_does_not_make_an_incumbent():
+    s = FoldScheduler(3)
+    complete_incumbent(s, [0.5, 0.5, 0.5])
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.99)
+    assert s.best() == 0
+
+
+# -- mode="min" ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
+@pytest.mark.parametrize("seed, slots", [(0, 1), (1, 2), (2, 3)])
+def test_mode_min_mirrors_mode_max(racing, seed, slots):
+    table = noisy_table(seed, 15, 4, sd=0.05)
+    neg = [[-v for v in row] for row in table]
+    hi = Sim(FoldScheduler(4, mode="max", racing=racing, max_configs=15), table, slots).run()
+    lo = Sim(FoldScheduler(4, mode="min", racing=racing, max_configs=15), neg, slots).run()
+    assert lo.decisions == hi.decisions
+    assert {c: st.status for c, st in lo.s.configs.items()} == {c: st.status for c, st in hi.s.configs.items()}
+    assert lo.s.best() == hi.s.best()
+    assert lo.s.fold_trainings_saved == hi.s.fold_trainings_saved
+
+
+def test_mode_min_prefers_lower_scores():
+    s = FoldScheduler(3, mode="min", max_configs=3)
+    complete_incumbent(s, [0.5, 0.5, 0.5])
+    for cid in (1, 2):
+        assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
+    s.finish(1, 0, 0.4)
+    s.finish(2, 0, 0.3)
+    assert s.next() == Run(2, 1)
+
+
+# -- exhaustive search -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_configs, n_folds, slots", [(1, 1, 1), (5, 3, 1), (7, 5, 2), (10, 4, 3), (4, 10, 8)])
+def test_exhaustive_runs_every_fold_exactly_once(n_configs, n_folds, slots):
+    table = noisy_table(n_configs, n_configs, n_folds, sd=0.2)
+    s = FoldScheduler(n_folds, racing=None, max_configs=n_configs)
+    sim = Sim(s, table, slots).run()
+    assert len(sim.dispatched) == len(set(sim.dispatched)) == n_configs * n_folds
+    assert set(sim.dispatched) == {Run(c, f) for c in range(n_configs) for f in range(n_folds)}
+    assert sim.decisions[-1] == DONE
+    assert s.next() == DONE  # and stays done
+    assert s.n_started == n_configs * n_folds
+    assert all(st.status == "complete" for st in s.configs.values())
+    assert s.fold_trainings_saved == 0
+    assert s.best() == max(range(n_configs), key=lambda c: cv_mean(table[c]))
+
+
+def test_done_once_nothing_runs_and_nothing_may_start():
+    s = FoldScheduler(2, max_configs=1)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    assert s.next() == Run(0, 1)
+    assert s.next() == WAIT
+    s.finish(0, 0, 0.5)
+    assert s.next() == WAIT
+    s.finish(0, 1, 0.5)
+    assert s.next() == DONE
+
+
+# -- racing -------------------------------------------------------------------
+
+
+def test_forgiving_prunes_a_clearly_bad_config_after_one_fold():
+    n_folds = 5
+    table = const_table([0.8, 0.1, 0.8], n_folds)
+    s = FoldScheduler(n_folds, racing=Forgiving(), max_configs=3)
+    sim = Sim(s, table, slots=1).run()
+    assert s.configs[1].status == "pruned"
+    assert s.configs[1].scores == {0: 0.1}
+    assert [r for r in sim.dispatched if r.config_id == 1] == [Run(1, 0)]
+    assert s.configs[1].skipped == n_folds - 1
+    assert s.fold_trainings_saved == n_folds - 1
+    assert s.configs[2].status == "complete"
+    assert s.best() == 0
+
+
+def test_pruned_config_in_flight_folds_are_kept_but_status_stays_pruned():
+    s = FoldScheduler(4, racing=Forgiving(), max_configs=2)
+    complete_incumbent(s, [0.8, 0.7, 0.9, 0.8])  # mean 0.8, worst fold 0.7
+    s.pop_events()
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.85)
+    assert s.next() == Run(1, 1)
+    assert s.next() == Run(1, 2)  # two folds of config 1 in flight
+    s.finish(1, 1, 0.3)  # mean 0.575 < worst fold 0.7
+    assert s.configs[1].status == "running"  # the rule applies when next() looks at it
+    assert s.next() == WAIT  # config 1 pruned; no new config may start; fold 2 still runs
+    assert s.configs[1].status == "pruned"
+    assert s.pop_events() == [("pruned", 1, pytest.approx(0.575))]
+    assert s.fold_trainings_saved == 1  # fold 3 never trained
+    s.finish(1, 2, 0.99)  # the in-flight fold lands
+    assert s.configs[1].scores == {0: 0.85, 1: 0.3, 2: 0.99}
+    assert s.configs[1].status == "pruned"
+    assert s.pop_events() == []
+    assert s.next() == DONE
+    assert s.configs[1].status == "pruned"
+    assert s.best() == 0
+    assert s.fold_trainings_saved == 1
+    assert s.configs[1].todo == [] and 3 not in s.configs[1].scores
+
+
+def test_pruned_config_never_becomes_incumbent_even_if_its_late_folds_are_great():
+    s = FoldScheduler(2, racing=Aggressive(), max_configs=2)
+    complete_incumbent(s, [0.5, 0.5])
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.6)
+    assert s.next() == Run(1, 1)
+    s.finish(1, 1, 0.9)
+    assert s.configs[1].status == "complete"
+    assert s.best() == 1  # control: a complete better config takes over
+
+    s = FoldScheduler(4, racing=Aggressive(), max_configs=2)
+    complete_incumbent(s, [0.5, 0.5, 0.5, 0.5])
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.6)
+    assert s.next() == Run(1, 1)
+    assert s.next() == Run(1, 2)
+    s.finish(1, 1, 0.1)  # mean 0.35 < 0.5
+    assert s.next() == WAIT
+    assert s.configs[1].status == "pruned"
+    s.finish(1, 2, 1.0)  # its finished folds now average 0.567, above the incumbent
+    assert s.configs[1].status == "pruned"
+    assert s.best() == 0
+    assert s.next() == DONE
+    assert s.best() == 0
+
+
+@pytest.mark.parametrize("racing", [Forgiving(), Aggressive(), Paired()])
+@pytest.mark.parametrize("slots", [1, 2, 4])
+def test_racing_never_dispatches_folds_of_pruned_configs(racing, slots):
+    table = noisy_table(11, 20, 5, sd=0.03, spacing=0.03)
+    s = FoldScheduler(5, racing=racing, max_configs=20)
+    sim = Sim(s, table, slots).run()
+    assert len(sim.dispatched) == len(set(sim.dispatched))
+    pruned = [c for c, st in s.configs.items() if st.status == "pruned"]
+    assert pruned, "this benchmark should prune something"
+    for c in pruned:
+        st = s.configs[c]
+        started = [r.fold for r in sim.dispatched if r.config_id == c]
+        assert sorted(started) == sorted(st.scores)  # every started fold finished and was kept
+        assert st.skipped == 5 - len(started)
+        assert c != s.best()
+    saved = sum(5 - len([r for r in sim.dispatched if r.config_id == c]) for c in pruned)
+    assert s.fold_trainings_saved == saved
+    assert s.n_started + saved == 5 * 20
+    assert {st.status for st in s.configs.values()} <= {"complete", "pruned"}
+
+
+def test_events_report_complete_and_pruned_with_the_cv_mean():
+    n_folds = 3
+    table = [[0.8, 0.7, 0.9], [0.1, 0.2, 0.3], [0.9, 0.8, 1.0]]
+    s = FoldScheduler(n_folds, racing=Forgiving(), max_configs=3)
+    sim = Sim(s, table, slots=1)
+    events = []
+    while sim.step():
+        events += s.pop_events()
+    events += s.pop_events()
+    assert [(e[0], e[1]) for e in events] == [("complete", 0), ("pruned", 1), ("complete", 2)]
+    assert events[0][2] == pytest.approx(0.8)
+    assert events[1][2] == pytest.approx(0.1)  # mean of its finished folds
+    assert events[2][2] == pytest.approx(0.9)
+    assert s.pop_events() == []
+    assert s.best() == 2
+
+
+# -- budgets --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
+@pytest.mark.parametrize("budget", [0, 1, 3, 4, 7, 10, 13, 25, 60])
+@pytest.mark.parametrize("slots", [1, 3])
+def test_fold_budget_is_never_exceeded(racing, budget, slots):
+    n_folds = 4
+    table = noisy_table(budget, 30, n_folds, sd=0.05)
+    s = FoldScheduler(n_folds, racing=racing, max_fold_trainings=budget, max_configs=30)
+    sim = Sim(s, table, slots)
+    while sim.step():
+        assert s.n_started <= budget
+    assert len(sim.dispatched) == s.n_started <= budget
+    assert len(sim.dispatched) == len(set(sim.dispatched))
+    assert sim.decisions[-1] == DONE
+    # a configuration starts only with n_folds of budget left
+    assert all(left >= n_folds for left in sim.budget_at_new)
+    for c, st in s.configs.items():
+        assert st.status in FINAL_STATUSES
+        started = {r.fold for r in sim.dispatched if r.config_id == c}
+        if st.status == "incomplete":
+            assert len(started) < n_folds and not st.running
+        if st.status == "complete":
+            assert started == set(range(n_folds))
+
+
+def test_budget_smaller_than_n_folds_starts_nothing():
+    s = FoldScheduler(5, max_fold_trainings=4)
+    assert s.can_start_config() is False
+    assert s.next() == DONE
+    assert s.configs == {}
+
+
+def test_budget_exhausted_leaves_unfinished_configs_incomplete():
+    # 1 slot, budget 7: config 0 runs its 3 folds (the incumbent, 0.8); config 1 gets one
+    # fold (0.5, not competitive); config 2 starts with the last 3 folds of budget and,
+    # as no configuration may start any more, runs to completion; config 1 is left unfinished
+    s = FoldScheduler(3, max_fold_trainings=7)
+    table = const_table([0.8, 0.5, 0.6, 0.7], 3)
+    sim = Sim(s, table, slots=1).run()
+    assert s.n_started == 7
+    assert sim.dispatched == [Run(0, 0), Run(0, 1), Run(0, 2), Run(1, 0), Run(2, 0), Run(2, 1), Run(2, 2)]
+    assert [s.configs[c].status for c in (0, 1, 2)] == ["complete", "incomplete", "complete"]
+    assert s.configs[1].skipped == 2 and s.configs[1].scores == {0: 0.5}
+    assert s.fold_trainings_saved == 0  # incomplete folds were not saved by racing
+    assert s.pop_events()[-1] == ("incomplete", 1, 0.5)
+    assert s.best() == 0
+
+
+@pytest.mark.parametrize("max_configs", [1, 2, 5])
+@pytest.mark.parametrize("racing", [None, Forgiving()])
+def test_max_configs_is_respected(max_configs, racing):
+    table = noisy_table(5, 10, 3, sd=0.05)
+    s = FoldScheduler(3, racing=racing, max_configs=max_configs)
+    sim = Sim(s, table, slots=2).run()
+    assert len(s.configs) == max_configs
+    assert sim.decisions.count(NEW) == max_configs
+    assert s.can_start_config() is False
+
+
+def test_close_stops_new_configs_and_finishes_started_ones():
+    s = FoldScheduler(3)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    assert s.next() == Run(0, 1)
+    s.close()
+    assert s.can_start_config() is False
+    sim = Sim(s, const_table([0.5], 3), slots=2)
+    sim.running.extend([Run(0, 0), Run(0, 1)])
+    sim.run()
+    assert NEW not in sim.decisions
+    assert sim.dispatched == [Run(0, 2)]
+    assert len(s.configs) == 1 and s.configs[0].status == "complete"
+
+
+def test_close_lets_non_competitive_configs_run_their_folds():
+    s = FoldScheduler(2, racing=None)
+    complete_incumbent(s, [0.9, 0.9])
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.1)
+    s.close()
+    assert s.next() == Run(1, 1)  # below the incumbent, but nothing new may start
+    s.finish(1, 1, 0.1)
+    assert s.next() == DONE
+    assert s.configs[1].status == "complete"
+
+
+# -- failures -------------------------------------------------------------------
+
+
+def test_fail_marks_config_failed_and_stops_its_folds():
+    s = FoldScheduler(4, max_configs=2)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    assert s.next() == Run(0, 1)
+    s.fail(0, 0, "out of memory")
+    st = s.configs[0]
+    assert st.status == "failed" and st.error == "out of memory"
+    assert s.pop_events() == [("failed", 0, pytest.approx(math.nan, nan_ok=True))]
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)  # config 0's folds 2, 3 never start
+    s.finish(0, 1, 0.9)  # in-flight fold of the failed config lands
+    assert st.status == "failed" and st.scores == {1: 0.9}
+    assert s.fold_trainings_saved == 0  # failures are not racing savings
+    sim = Sim(s, const_table([0.9, 0.5], 4), slots=1)
+    sim.running.append(Run(1, 0))
+    sim.run()
+    assert all(r.config_id == 1 for r in sim.dispatched)
+    assert s.configs[1].status == "complete"
+    assert s.best() == 1
+
+
+def test_second_failure_keeps_the_first_error():
+    s = FoldScheduler(3)
+    s.add_config({})
+    assert s.next() == Run(0, 1)
+    s.fail(0, 0, "first")
+    s.fail(0, 1, "second")
+    assert s.configs[0].error == "first"
+    assert not s.configs[0].running
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, None])
+def test_non_finite_score_fails_the_config(bad):
+    s = FoldScheduler(3, max_configs=1)
+    s.add_config({})
+    s.finish(0, 0, bad)
+    st = s.configs[0]
+    assert st.status == "failed"
+    assert "non-finite" in st.error and "fold 0" in st.error
+    assert st.scores == {}
+    assert s.next() == DONE
+    assert s.best() is None
+
+
+def test_failed_config_never_becomes_incumbent():
+    s = FoldScheduler(2, max_configs=2)
+    table = [[0.9, math.nan], [0.5, 0.5]]
+    Sim(s, table, slots=1).run()
+    assert s.configs[0].status == "failed"
+    assert s.best() == 1
+
+
+# -- n_folds=1 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
+def test_single_split_completes_each_config_after_one_fold(racing):
+    s = FoldScheduler(1, racing=racing, max_configs=6)
+    table = [[v] for v in (0.3, 0.9, 0.1, 0.5, 0.95, 0.2)]
+    sim = Sim(s, table, slots=2)
+    while sim.step():
+        for c, st in s.configs.items():
+            if st.scores:
+                assert st.status == "complete"
+    assert sim.dispatched == [Run(c, 0) for c in range(6)]
+    assert s.best() == 4
+    assert s.fold_trainings_saved == 0
+
+
+# -- pickling -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("racing", [None, Forgiving(), Paired()])
+@pytest.mark.parametrize("cut", [3, 12, 25])
+def test_pickled_scheduler_continues_identically(racing, cut):
+    table = noisy_table(7, 20, 4, sd=0.03)
+    original = Sim(FoldScheduler(4, racing=racing, max_configs=20, max_fold_trainings=60), table, slots=2)
+    for _ in range(cut):
+        assert original.step()
+    copy = Sim(pickle.loads(pickle.dumps(original.s)), table, slots=2)
+    copy.running = collections.deque(original.running)
+    before = len(original.decisions)
+    original.run()
+    copy.run()
+    assert copy.decisions == original.decisions[before:]
+    assert len(copy.decisions) > 0
+    assert {c: st.status for c, st in copy.s.configs.items()} == {c: st.status for c, st in original.s.configs.items()}
+    assert copy.s.best() == original.s.best()
+    assert copy.s.fold_trainings_saved == original.s.fold_trainings_saved
+
+
+# -- a larger synthetic benchmark ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_forgiving_saves_half_the_folds_and_picks_the_exhaustive_winner(seed):
+    n_configs, n_folds = 40, 5
+    table = noisy_table(seed, n_configs, n_folds, sd=0.01, spacing=0.01)
+    exhaustive = Sim(FoldScheduler(n_folds, racing=None, max_configs=n_configs), table, slots=2).run()
+    racing = Sim(FoldScheduler(n_folds, racing=Forgiving(), max_configs=n_configs), table, slots=2).run()
+    assert exhaustive.s.n_started == n_configs * n_folds
+    assert racing.s.n_started <= 0.5 * exhaustive.s.n_started
+    assert racing.s.n_started + racing.s.fold_trainings_saved == n_configs * n_folds
+    winner = max(range(n_configs), key=lambda c: cv_mean(table[c]))
+    assert exhaustive.s.best() == winner
+    assert racing.s.best() == winner
+    assert racing.s.configs[winner].status == "complete"
