@@ -79,6 +79,21 @@ def _better(a: float, b: float | None, mode: str) -> bool:
     return b is None or (a > b if mode == "max" else a < b)
 
 
+def _report_finished_fold(checkpoint) -> bool:
+    """Re-report the final result stored in a finished fold's checkpoint, if any."""
+    if checkpoint is None:
+        return False
+    from ray import tune
+
+    with checkpoint.as_directory() as folder:
+        path = os.path.join(folder, "fold.json")
+        final = json.load(open(path)).get("final") if os.path.exists(path) else None
+    if not final:
+        return False
+    tune.report(final)
+    return True
+
+
 def train_fold(config: dict, spec: TrialSpec) -> None:
     """Train one fold, report every epoch and checkpoint the best epoch once.
 
@@ -96,6 +111,8 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     for name in ("ray.train", "ray.tune"):  # one "checkpoint created" line per fold is noise
         logging.getLogger(name).setLevel(logging.WARNING)
     params, meta = split_config(config)
+    if _report_finished_fold(tune.get_checkpoint()):
+        return  # finished before the driver stopped: never train a fold twice
     keras.backend.clear_session()  # a reused actor keeps no graph or layer names from earlier folds
     gc.collect()
     keras.utils.set_random_seed(spec.seed + 1000 * meta["config_id"] + meta["fold"])
@@ -171,7 +188,7 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             model.save_weights(os.path.join(tmp, "model.weights.h5"))
             with open(os.path.join(tmp, "fold.json"), "w") as f:
-                json.dump({**meta, "score": state["best"], "metric": spec.metric, "mode": spec.mode}, f)
+                json.dump({**meta, "metric": spec.metric, "mode": spec.mode, "final": {**final, "fold_status": "complete"}}, f)
             tune.report({**final, "fold_status": "complete"}, checkpoint=tune.Checkpoint.from_directory(tmp))
     del model, train_ds, val_ds, state
     keras.backend.clear_session()

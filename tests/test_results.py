@@ -608,3 +608,26 @@ def test_experiment_table_feeds_top_k(exp_dir):
     assert list(configs["config_enum"]) == [0]
     assert configs.loc[0, "n_folds"] == 2
     assert configs.loc[0, "y_acc"] == pytest.approx(0.8125)
+
+
+def test_top_k_on_a_table_without_complete_trials():
+    df = pd.DataFrame({"config_enum": [0, 1], "cv_index": [0, 0], "status": ["failed", "running"], "acc": [np.nan, 0.5]})
+    assert top_k_trials(df, "acc").empty
+    configs = top_k_configs(df, "acc")
+    assert configs.empty and list(configs.columns) == ["config_enum", "n_folds", "acc", "std"]
+
+
+@pytest.mark.parametrize("params", [{}, {"optimization": {"learning_rate": 0.01, "method": "adam"}}])
+def test_cv_table_repeated_metric_names_are_tabulated_once(params):
+    # metric_names() repeats a name when a task has two metrics of the same name, or a
+    # metric named "loss" (validate_space accepts both), and Search passes that list
+    # straight to cv_table(metrics=...)
+    folds = make_folds([(0, 0, "complete", (0.5, 0.25)), (1, 0, "complete", (0.75, 0.5))], metrics=("acc", "loss"))
+    configs = [{"config_id": c, "status": "complete", "params": params} for c in (0, 1)]
+    table = cv_table(folds, configs, "acc", "max", 1, metrics=["acc", "loss", "loss"])
+    assert list(table.columns) == [
+        "config_id", "status", "n_folds", "split0_acc", "mean_acc", "std_acc", "split0_loss", "mean_loss", "std_loss",
+        "rank", "error", *[f"config/optimization/{k}" for k in params.get("optimization", {})],
+    ]
+    assert list(table["config_id"]) == [1, 0]
+    assert list(table["rank"]) == [1, 2]

@@ -610,3 +610,55 @@ def test_forgiving_saves_half_the_folds_and_picks_the_exhaustive_winner(seed):
     assert exhaustive.s.best() == winner
     assert racing.s.best() == winner
     assert racing.s.configs[winner].status == "complete"
+
+
+# -- invariants under random workloads --------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(0, 300, 3))
+def test_invariants_hold_under_random_scores_failures_and_close(seed):
+    """Random rule, mode, budgets, slots, NaN scores, failures and an early close()."""
+    rng = random.Random(seed)
+    n_folds = rng.randint(1, 5)
+    racing = rng.choice([None, Forgiving(), Aggressive(), Paired(), Forgiving(min_folds=2)])
+    mode = rng.choice(["max", "min"])
+    budget = rng.choice([None, rng.randint(0, 40)])
+    s = FoldScheduler(n_folds, mode=mode, racing=racing, max_configs=rng.randint(1, 12), max_fold_trainings=budget)
+    table = {}
+
+    def score(c, f):
+        if (c, f) not in table:
+            table[c, f] = math.nan if rng.random() < 0.05 else round(rng.random(), 2)
+        return table[c, f]
+
+    sim = Sim(s, score, slots=rng.randint(1, 4))
+    pruned_after = {}  # config_id -> number of folds dispatched when it was pruned
+    while sim.fill() != DONE:
+        for c, st in s.configs.items():
+            if st.status == "pruned":
+                pruned_after.setdefault(c, len(sim.dispatched))
+        if rng.random() < 0.05:
+            s.close()
+        if rng.random() < 0.05:
+            run = sim.running.popleft()
+            s.fail(run.config_id, run.fold, "worker died")
+        else:
+            sim.finish_one()
+
+    assert len(sim.dispatched) == len(set(sim.dispatched))
+    assert budget is None or s.n_started <= budget
+    for c, st in s.configs.items():
+        assert st.status in FINAL_STATUSES
+        assert not st.running and not st.todo
+        if c in pruned_after:
+            assert all(r.config_id != c for r in sim.dispatched[pruned_after[c]:])
+        if st.status == "complete":
+            assert set(st.scores) == set(range(n_folds))
+    sign = 1 if mode == "max" else -1
+    complete = {c: sign * st.mean for c, st in s.configs.items() if st.status == "complete"}
+    if complete:
+        top = max(complete.values())
+        assert s.best() == min(c for c, m in complete.items() if m == top)
+    else:
+        assert s.best() is None
+    assert s.fold_trainings_saved == sum(st.skipped for st in s.configs.values() if st.status == "pruned")

@@ -1,0 +1,78 @@
+"""Kill a running search with SIGKILL, restore it, and check no fold is lost or duplicated."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from glimr_cv import Search, experiment_table
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from glimr_cv import Search
+    from glimr_cv.demo import SPACE, builder, loader
+
+    space = dict(SPACE, optimization={**SPACE["optimization"], "epochs": 2})
+    search = Search(space, builder, loader, cv_folds=3, racing=None, seed=0)
+    search.set_reporter(max_report_frequency=0)
+    search.experiment(sys.argv[1], name="killed", num_samples=4)
+    """
+)
+
+
+def _final_lines(path):
+    """(config_id, fold) -> the distinct (score, fit_seconds) of its final reports.
+
+    A fold re-reported from its checkpoint after a restore repeats the same pair;
+    a fold trained twice would have a second, different ``fit_seconds``.
+    """
+    finals = {}
+    for result in glob.glob(os.path.join(path, "c*_f*", "result.json")):
+        lines = [json.loads(line) for line in open(result) if '"fold_status"' in line]
+        if lines:
+            key = (lines[-1]["config_id"], lines[-1]["fold"])
+            finals[key] = {(r["fold_score"], r["fit_seconds"]) for r in lines}
+    return finals
+
+
+def test_sigkilled_search_restores_without_losing_or_repeating_folds(tmp_path, ray_local):
+    path = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(_final_lines(path)) < 4:
+            assert proc.poll() is None, "the search ended before it could be killed"
+            time.sleep(0.2)
+        assert len(_final_lines(path)) >= 4, "no fold finished in time"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = experiment_table(str(path))
+    before = before[before["status"] == "complete"].set_index(["config_enum", "cv_index"])["fold_score"]
+    assert 4 <= len(before) < 12
+
+    results = Search.restore(str(tmp_path), "killed")
+
+    folds = results.folds
+    assert not folds.duplicated(["config_id", "fold"]).any()
+    assert len(folds) == 12 and set(folds["status"]) == {"complete"}
+    assert list(results.table["status"]) == ["complete"] * 4
+    after = folds.set_index(["config_id", "fold"])["digit_accuracy"]
+    for key, score in before.items():
+        assert after[key] == score, f"fold {key} changed from {score} to {after[key]}"
+    assert all(len(v) == 1 for v in _final_lines(str(path)).values()), "a finished fold was trained again"
+
+
+def test_restore_of_a_folder_that_is_not_an_experiment_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a glimr_cv experiment"):
+        Search.restore(str(tmp_path), "nothing_here")
