@@ -59,7 +59,7 @@ def cv_table(
         ``std`` is the population standard deviation over finished folds, as in
         scikit-learn. Only complete configurations get a rank.
     """
-    metrics = [metric] + [m for m in (metrics or []) if m != metric]
+    metrics = list(dict.fromkeys([metric, *(metrics or [])]))
     done = folds[folds["status"] == "complete"] if len(folds) else folds
     rows = []
     for cfg in configs:

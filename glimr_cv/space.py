@@ -152,7 +152,12 @@ def validate_space(space: Any) -> dict:
         for w in _possible_values(weight) or []:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
                 raise SpaceError(f"{path}/loss_weight: expected a number >= 0, but got {w!r}")
-        task_metrics(task, path)
+        seen = set()
+        for entry in task_metrics(task, path):
+            if entry["name"] == "loss" or entry["name"] in seen:
+                why = "is reserved for the task's loss" if entry["name"] == "loss" else "is used twice"
+                raise SpaceError(f"{path}/metrics: metric name {entry['name']!r} {why}; metric names must be unique per task")
+            seen.add(entry["name"])
 
     opt = space["optimization"]
     for key in ("method", "learning_rate", "epochs"):
