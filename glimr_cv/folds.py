@@ -1,24 +1,38 @@
-"""Loader contract checks (data helpers live here too)."""
+"""Loader contract checks, and :func:`kfold_loader`, a ready loader over in-memory arrays."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+import numbers
+from typing import Any, Callable
 
-__all__ = ["check_loader"]
+import numpy as np
+
+__all__ = ["check_loader", "kfold_loader", "KFoldLoader"]
+
+_SPLITTERS = ("kfold", "stratified", "group", "stratified_group")
+_DEFAULT_FOLDS = 5  # KFoldLoader.__call__'s cv_folds default, used when Search has cv_folds=None
 
 
 def check_loader(loader: Callable, cv_folds: int | None) -> None:
     """Check that ``loader`` accepts ``cv_index`` and ``cv_folds`` when CV is on.
+
+    A :class:`KFoldLoader` also computes its folds for ``cv_folds`` here, so a
+    fold count its data cannot support fails before Ray starts.
 
     Raises
     ------
     TypeError
         If ``loader`` is not callable, or lacks those keyword arguments while
         ``cv_folds`` is set.
+    ValueError
+        If ``loader`` is a :class:`KFoldLoader` that cannot make ``cv_folds`` folds.
     """
     if not callable(loader):
         raise TypeError(f"loader: expected a callable loader(**data, cv_index, cv_folds) -> (train_ds, val_ds), but got {loader!r}")
+    if isinstance(loader, KFoldLoader):
+        # without CV the trial calls loader(batch_size) and trains on fold 0 of the default 5
+        loader.folds(_DEFAULT_FOLDS if cv_folds is None else cv_folds)
     if cv_folds is None:
         return
     try:
@@ -34,3 +48,373 @@ def check_loader(loader: Callable, cv_folds: int | None) -> None:
             f"loader: {name}() must accept keyword arguments cv_index and cv_folds when cv_folds={cv_folds}, "
             f"but it lacks {', '.join(missing)}; add them, or pass cv_folds=None for a single train/validation split"
         )
+
+
+def kfold_loader(
+    features: Any,
+    labels: dict,
+    groups: Any = None,
+    splitter: Any = "kfold",
+    preprocess: Any = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    val_batch_size: int | None = None,
+    stratify: Any = None,
+) -> "KFoldLoader":
+    """A loader for :class:`glimr_cv.Search` over in-memory arrays, split into k folds.
+
+    Parameters
+    ----------
+    features : numpy.ndarray or dict of str to numpy.ndarray
+        ``(n, ...)`` rows; a dict of named arrays for a multi-input model.
+    labels : dict of str to numpy.ndarray
+        Task name -> ``(n, ...)`` labels, keyed like the model's outputs.
+    groups : array-like of shape (n,), optional
+        Group of each row; required by the group splitters, and checked so that
+        no group is in both the training and validation rows of a fold.
+    splitter : {"kfold", "stratified", "group", "stratified_group"} or sklearn splitter
+        ``"kfold"``, ``"stratified"`` and ``"stratified_group"`` shuffle with
+        ``random_state=seed``; ``"group"`` is ``GroupKFold`` (no shuffle). An
+        sklearn splitter object is used as given: its ``get_n_splits`` must equal
+        the search's ``cv_folds``, and it must give the same folds on every call.
+    preprocess : sklearn transformer, or dict of str to transformer, optional
+        Cloned and fit on each fold's training rows only, as ``fit(X_train, y_train)``
+        with ``y`` the ``stratify`` labels, then applied to all rows. Dict
+        features take a dict feature name -> transformer (unnamed features pass
+        through).
+    shuffle : bool
+        Shuffle the training rows every epoch.
+    seed : int
+        Seed of the fold partition and of the training order (with ``cv_index``).
+    val_batch_size : int, optional
+        Validation batch size; defaults to ``batch_size``.
+    stratify : str or array-like of shape (n,), optional
+        Task whose labels stratify the folds (default: the first task), or the
+        class of each row; for ``"stratified"``, ``"stratified_group"`` and
+        splitter objects.
+
+    Returns
+    -------
+    KFoldLoader
+        ``loader(batch_size, cv_index=0, cv_folds=5) -> (train_ds, val_ds)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On arguments that cannot make folds, naming the argument; on a splitter
+        that gives different folds on each call.
+    """
+    return KFoldLoader(features, labels, groups=groups, splitter=splitter, preprocess=preprocess,
+                       shuffle=shuffle, seed=seed, val_batch_size=val_batch_size, stratify=stratify)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _rows(name: str, value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim == 0:
+        raise ValueError(f"{name}: expected an array of rows, but got a scalar {value!r}")
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        array = np.ascontiguousarray(array)  # Ray ships only contiguous arrays zero-copy
+    return array
+
+
+def _short(array: np.ndarray) -> str:
+    return f"{array.dtype}{list(array.shape[1:])}"
+
+
+class KFoldLoader:
+    """In-memory arrays split into k folds; build one with :func:`kfold_loader`.
+
+    Calling it returns one fold's ``(train_ds, val_ds)``. Folds are computed once
+    per ``cv_folds`` and cached, so fold ``i`` is the same partition on every
+    call and in every copy (pickles carry the arrays, settings and cache).
+    """
+
+    def __init__(self, features, labels, groups=None, splitter="kfold", preprocess=None,
+                 shuffle=True, seed=0, val_batch_size=None, stratify=None):
+        if isinstance(features, dict):
+            if not features:
+                raise ValueError("features: expected a non-empty dict of named arrays")
+            self.features = {str(k): _rows(f"features[{k!r}]", v) for k, v in features.items()}
+            named = list(self.features.items())
+        else:
+            self.features = _rows("features", features)
+            named = [("features", self.features)]
+        self.n = len(named[0][1])
+        if not isinstance(labels, dict):
+            raise TypeError(
+                f"labels: expected a dict task name -> array, keyed like the model's outputs "
+                f"(e.g. {{'digit': y}}), but got {type(labels).__name__}"
+            )
+        if not labels:
+            raise ValueError("labels: expected at least one task, but got an empty dict")
+        self.labels = {}
+        for task, value in labels.items():
+            if not isinstance(task, str):
+                raise TypeError(f"labels: task names must be str, but got {task!r}")
+            self.labels[task] = _rows(f"labels[{task!r}]", value)
+        arrays = [*[(f"features[{k!r}]" if isinstance(features, dict) else k, a) for k, a in named],
+                  *[(f"labels[{k!r}]", a) for k, a in self.labels.items()]]
+        self.groups = None if groups is None else _rows("groups", groups)
+        if self.groups is not None:
+            arrays.append(("groups", self.groups))
+        for name, array in arrays:
+            if len(array) != self.n:
+                raise ValueError(f"{name}: expected {self.n} rows like {arrays[0][0]}, but got {len(array)}")
+        if self.n < 2:
+            raise ValueError(f"features: expected at least 2 rows to make folds, but got {self.n}")
+
+        if isinstance(splitter, str):
+            if splitter not in _SPLITTERS:
+                raise ValueError(f"splitter: expected one of {list(_SPLITTERS)} or an sklearn splitter object, but got {splitter!r}")
+            if "group" in splitter and self.groups is None:
+                raise ValueError(f"groups: splitter={splitter!r} needs groups, one group id per row, but got None")
+            if "group" not in splitter and self.groups is not None:
+                # silently ignoring groups would let a group straddle folds, the leak groups exist to stop
+                raise ValueError(f"groups: given, but splitter={splitter!r} ignores them; use 'group' or 'stratified_group'")
+            if stratify is not None and "stratified" not in splitter:
+                raise ValueError(f"stratify: only used by 'stratified', 'stratified_group' or a splitter object, but splitter={splitter!r}")
+        elif not (callable(getattr(splitter, "split", None)) and callable(getattr(splitter, "get_n_splits", None))):
+            raise TypeError(f"splitter: expected one of {list(_SPLITTERS)} or an sklearn splitter object "
+                            f"with split(X, y, groups) and get_n_splits, but got {splitter!r}")
+        self.splitter = splitter
+
+        if stratify is None or isinstance(stratify, str):
+            task = next(iter(self.labels)) if stratify is None else stratify
+            if task not in self.labels:
+                raise ValueError(f"stratify: expected a task name in {list(self.labels)} or an array of {self.n} classes, but got {task!r}")
+            target, self._target_name = self.labels[task], f"task {task!r}"
+        else:
+            target, self._target_name = _rows("stratify", stratify), "stratify"
+            if len(target) != self.n:
+                raise ValueError(f"stratify: expected {self.n} rows like {arrays[0][0]}, but got {len(target)}")
+        self.target = target.ravel() if target.ndim == 2 and target.shape[1] == 1 else target
+        if isinstance(splitter, str) and "stratified" in splitter and self.target.ndim != 1:
+            raise ValueError(f"stratify: {self._target_name} has labels of shape {target.shape}; stratified folds need "
+                             "one class per row, shape (n,) or (n, 1); pass stratify= another task or an array of classes")
+
+        self.preprocess = self._check_preprocess(preprocess)
+        self.shuffle = bool(shuffle)
+        if not _is_int(seed) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed: expected an int in [0, 2**32), but got {seed!r}")
+        self.seed = int(seed)
+        if val_batch_size is not None and (not _is_int(val_batch_size) or val_batch_size < 1):
+            raise ValueError(f"val_batch_size: expected an int >= 1 or None, but got {val_batch_size!r}")
+        self.val_batch_size = val_batch_size
+
+        self._folds: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        if not isinstance(splitter, str):
+            self._check_deterministic()
+
+    def _check_preprocess(self, preprocess):
+        if preprocess is None:
+            return None
+        from sklearn.base import clone
+
+        if isinstance(self.features, dict):
+            if not isinstance(preprocess, dict):
+                raise TypeError(f"preprocess: features is a dict, so pass a dict feature name -> transformer "
+                                f"(e.g. {{{next(iter(self.features))!r}: StandardScaler()}}), but got {preprocess!r}")
+            unknown = sorted(set(map(str, preprocess)) - set(self.features))
+            if unknown:
+                raise ValueError(f"preprocess: {unknown} are not features; expected names in {list(self.features)}")
+            items = {str(k): v for k, v in preprocess.items() if v is not None}
+        elif isinstance(preprocess, dict):
+            raise TypeError("preprocess: a dict of transformers needs dict features; pass one transformer for array features")
+        else:
+            items = {None: preprocess}
+        for key, transformer in items.items():
+            name = "preprocess" if key is None else f"preprocess[{key!r}]"
+            if not (callable(getattr(transformer, "fit", None)) and callable(getattr(transformer, "transform", None))):
+                raise TypeError(f"{name}: expected an sklearn transformer or Pipeline with fit and transform, but got {transformer!r}")
+            clone(transformer)  # fails now, in the driver, if it cannot be cloned per fold
+        return items if isinstance(self.features, dict) else preprocess
+
+    # -- folds ---------------------------------------------------------------------
+    def _split_x(self) -> np.ndarray:
+        # splitters read only the row count from X; any array of n rows serves
+        return self.features if not isinstance(self.features, dict) else next(iter(self.features.values()))
+
+    def _split(self, splitter) -> list[tuple[np.ndarray, np.ndarray]]:
+        folds = []
+        for train, val in splitter.split(self._split_x(), self.target, self.groups):
+            train, val = np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)
+            train.setflags(write=False)
+            val.setflags(write=False)
+            folds.append((train, val))
+        return folds
+
+    def _check_deterministic(self) -> None:
+        splitter = self.splitter
+        try:
+            n_splits = splitter.get_n_splits(self._split_x(), self.target, self.groups)
+            first, second = self._split(splitter), self._split(splitter)
+        except ValueError as e:
+            raise ValueError(f"splitter: {splitter!r} cannot split these {self.n} rows: {e}") from e
+        same = len(first) == len(second) and all(
+            np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, second))
+        if not same:
+            raise ValueError(
+                f"splitter: {splitter!r} gives different folds on each call; set random_state to an int "
+                "(or shuffle=False) so that fold i is the same partition for every configuration"
+            )
+        self._check_folds(first)
+        self._folds[int(n_splits)] = first
+
+    def _check_folds(self, folds) -> None:
+        for i, (train, val) in enumerate(folds):
+            if not len(train) or not len(val):
+                raise ValueError(f"splitter: fold {i} of {self.splitter!r} has {len(train)} training and {len(val)} validation rows")
+            if np.intersect1d(train, val).size:
+                raise ValueError(f"splitter: fold {i} of {self.splitter!r} puts some rows in both training and validation")
+            if self.groups is not None:
+                shared = np.intersect1d(self.groups[train], self.groups[val])
+                if shared.size:
+                    raise ValueError(f"groups: fold {i} of {self.splitter!r} has group {shared[0].item()!r} in both training and "
+                                     "validation rows; use a group splitter such as 'group' or GroupKFold")
+
+    def _check_cv_folds(self, cv_folds: int) -> None:
+        # the limits of the group and stratified splitters, worded for glimr_cv (sklearn only warns about some)
+        if isinstance(self.splitter, str) and "group" in self.splitter:
+            n_groups = len(np.unique(self.groups))
+            if cv_folds > n_groups:
+                raise ValueError(f"cv_folds: expected at most {n_groups} (the number of distinct groups) "
+                                 f"for splitter={self.splitter!r}, but got {cv_folds}")
+        if isinstance(self.splitter, str) and "stratified" in self.splitter:
+            classes, counts = np.unique(self.target, return_counts=True)
+            smallest = int(np.argmin(counts))
+            if cv_folds > counts[smallest]:
+                raise ValueError(
+                    f"cv_folds: expected at most {counts[smallest]} (the rows of class {classes[smallest].item()!r} of "
+                    f"{self._target_name}, its smallest) for splitter={self.splitter!r}, but got {cv_folds}")
+
+    def folds(self, cv_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ``(train_rows, val_rows)`` index arrays of each of ``cv_folds`` folds.
+
+        Computed on first use and cached; the arrays are read-only.
+
+        Raises
+        ------
+        ValueError
+            If the data cannot make ``cv_folds`` folds (too few rows, groups or
+            members of a class), or a splitter object makes a different number.
+        """
+        if not _is_int(cv_folds) or not 2 <= cv_folds <= self.n:
+            raise ValueError(f"cv_folds: expected an int in [2, {self.n}] (at most the {self.n} rows), but got {cv_folds!r}")
+        cv_folds = int(cv_folds)
+        if cv_folds in self._folds:
+            return self._folds[cv_folds]
+        self._check_cv_folds(cv_folds)
+        splitter = self.splitter
+        if isinstance(splitter, str):
+            from sklearn import model_selection as ms
+
+            splitter = {
+                "kfold": lambda: ms.KFold(cv_folds, shuffle=True, random_state=self.seed),
+                "stratified": lambda: ms.StratifiedKFold(cv_folds, shuffle=True, random_state=self.seed),
+                "group": lambda: ms.GroupKFold(cv_folds),
+                "stratified_group": lambda: ms.StratifiedGroupKFold(cv_folds, shuffle=True, random_state=self.seed),
+            }[splitter]()
+        else:
+            # used as given: silently changing n_splits would change the validation size the user chose
+            n_splits = splitter.get_n_splits(self._split_x(), self.target, self.groups)
+            if n_splits != cv_folds:
+                raise ValueError(f"cv_folds: splitter {splitter!r} makes {n_splits} folds, but got cv_folds={cv_folds}; "
+                                 f"pass Search(cv_folds={n_splits}) or a splitter with n_splits={cv_folds}")
+        try:
+            folds = self._split(splitter)
+        except ValueError as e:
+            raise ValueError(f"splitter: {splitter!r} cannot split these {self.n} rows into {cv_folds} folds: {e}") from e
+        self._check_folds(folds)
+        self._folds[cv_folds] = folds
+        return folds
+
+    # -- preprocessing ---------------------------------------------------------------
+    def fitted_preprocess(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS):
+        """``preprocess`` cloned and fit on fold ``cv_index``'s training rows (None without it).
+
+        Use it to transform new data for that fold's model.
+        """
+        train, _ = self._fold(cv_index, cv_folds)
+        return self._fit_preprocess(train)
+
+    def _fit_preprocess(self, train: np.ndarray):
+        if self.preprocess is None:
+            return None
+        from sklearn.base import clone
+
+        y = self.target[train]
+        if isinstance(self.features, dict):
+            return {k: clone(t).fit(self.features[k][train], y) for k, t in self.preprocess.items()}
+        return clone(self.preprocess).fit(self.features[train], y)
+
+    def _transform(self, name: str, fitted, rows: np.ndarray) -> np.ndarray:
+        out = fitted.transform(rows)
+        if hasattr(out, "toarray"):
+            out = out.toarray()  # tf.data slices dense arrays only
+        out = np.asarray(out)
+        if out.ndim == 0 or len(out) != self.n:
+            raise ValueError(f"{name}: transform must keep the {self.n} rows, but returned shape {out.shape}")
+        return out
+
+    def _fold_features(self, train: np.ndarray):
+        fitted = self._fit_preprocess(train)
+        if fitted is None:
+            return self.features
+        # transform is row-wise, so transforming all rows once equals transforming train and validation apart
+        if isinstance(self.features, dict):
+            return {k: self._transform(f"preprocess[{k!r}]", fitted[k], v) if k in fitted else v
+                    for k, v in self.features.items()}
+        return self._transform("preprocess", fitted, self.features)
+
+    # -- datasets ----------------------------------------------------------------------
+    def _fold(self, cv_index, cv_folds):
+        folds = self.folds(cv_folds)
+        if not _is_int(cv_index) or not 0 <= cv_index < cv_folds:
+            raise ValueError(f"cv_index: expected an int in [0, {cv_folds}), but got {cv_index!r}")
+        return folds[int(cv_index)]
+
+    def __call__(self, batch_size: int, cv_index: int = 0, cv_folds: int = _DEFAULT_FOLDS):
+        """Fold ``cv_index`` of ``cv_folds`` as ``(train_ds, val_ds)``.
+
+        Elements are ``(features, {task: labels})``. Training batches are shuffled
+        every epoch (if ``shuffle``) with a seed from ``(seed, cv_index)``;
+        TensorFlow's global seed, which the search sets per trial, also enters
+        the order. Validation batches (``val_batch_size``) keep row order.
+
+        Raises
+        ------
+        ValueError
+            On an out-of-range ``batch_size``, ``cv_index`` or ``cv_folds``.
+        """
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an int >= 1, but got {batch_size!r}")
+        train, val = self._fold(cv_index, cv_folds)
+        import tensorflow as tf
+
+        # one tensor copy of all rows, shared by both datasets; batches gather rows by
+        # index, so the shuffle buffer holds indices rather than a second copy of the rows
+        data = tf.nest.map_structure(tf.convert_to_tensor, (self._fold_features(train), self.labels))
+
+        def dataset(rows, size, seed):
+            ds = tf.data.Dataset.from_tensor_slices(rows)
+            if seed is not None:
+                ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.batch(int(size)).map(lambda idx: tf.nest.map_structure(lambda a: tf.gather(a, idx), data),
+                                         num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.prefetch(tf.data.AUTOTUNE)
+
+        seed = int(np.random.SeedSequence([self.seed, int(cv_index)]).generate_state(1)[0]) if self.shuffle else None
+        return dataset(train, batch_size, seed), dataset(val, self.val_batch_size or batch_size, None)
+
+    def __repr__(self) -> str:
+        def named(arrays):
+            return "{" + ", ".join(f"{k!r}: {_short(v)}" for k, v in arrays.items()) + "}"
+
+        feats = named(self.features) if isinstance(self.features, dict) else _short(self.features)
+        labels = named(self.labels)
+        return (f"KFoldLoader(n={self.n}, features={feats}, labels={labels}, splitter={self.splitter!r}, "
+                f"preprocess={self.preprocess!r}, seed={self.seed})")

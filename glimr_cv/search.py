@@ -31,6 +31,30 @@ def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> Non
         raise ValueError(f"{name}: expected {expected}, but got {value!r}")
 
 
+def _check_picklable(space: dict, builder: Callable, loader: Callable) -> None:
+    """Ray ships the space, builder and loader to workers: fail now, naming the culprit."""
+    from ray import cloudpickle
+
+    def leaves():
+        for path, value in iter_leaves(space):
+            where = "/".join(map(str, path))
+            if isinstance(value, list):
+                yield from ((f"{where}[{i}]", v) for i, v in enumerate(value))
+            else:
+                yield where, value
+        yield "builder", builder
+        yield "loader", loader
+
+    for where, value in leaves():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as err:  # pickling raises TypeError, PicklingError, AttributeError, ...
+            raise TypeError(
+                f"{where}: {value!r} cannot be pickled ({type(err).__name__}: {err}); Ray sends the space, "
+                "builder and loader to its workers, so they must be picklable"
+            ) from None
+
+
 class Search:
     """Cross-validated hyperparameter search of a Keras model on Ray Tune.
 
@@ -120,6 +144,7 @@ class Search:
             raise ValueError("min_folds: set it on the RacingRule object itself, not both")
         _check_int("max_failures", max_failures, 0)
         self.max_failures = max_failures
+        _check_picklable(space, builder, loader)
         self.set_checkpoints()
         self.set_reporter()
         self.set_resources()
@@ -165,12 +190,10 @@ class Search:
         self.resources = resources
 
     # -- running -----------------------------------------------------------------
-    def _trainable(self):
-        from ray import tune
+    def _spec(self):
+        from .trainable import TrialSpec
 
-        from .trainable import TrialSpec, train_fold
-
-        spec = TrialSpec(
+        return TrialSpec(
             builder=self.builder,
             loader=self.loader,
             metric=self.metric,
@@ -183,8 +206,100 @@ class Search:
             stopper=self.stopper,
             seed=self.seed,
         )
+
+    def _trainable(self):
+        from ray import tune
+
+        from .trainable import train_fold
+
         resources = {k.lower(): v for k, v in self.resources.items()}
-        return tune.with_resources(tune.with_parameters(train_fold, spec=spec), resources)
+        return tune.with_resources(tune.with_parameters(train_fold, spec=self._spec()), resources)
+
+    # -- preflight ----------------------------------------------------------------
+    def check(self) -> dict:
+        """Try one configuration in this process before any Ray worker starts.
+
+        Samples a configuration, calls the builder, calls the loader for fold 0,
+        and trains on one batch and validates on one batch. Turns the usual
+        mistakes (wrong builder tuple, output names or label keys that are not the
+        task names, non-dataset loader results, shape mismatches, a metric that
+        will not be reported) into errors that say what was expected.
+
+        Returns
+        -------
+        dict
+            The validation metrics of that one batch, by reported name.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming the builder, the loader or the config path at fault.
+        """
+        import keras
+        import tensorflow as tf
+
+        from .keras_helpers import keras_optimizer
+        from .notation import sample_space
+        from .trainable import validation_report
+
+        tasks = list(self.space["tasks"])
+        config = sample_space(self._parsed, self.seed)
+        keras.backend.clear_session()
+        built = self.builder(config)
+        if not isinstance(built, tuple) or len(built) != 4:
+            got = f"a tuple of length {len(built)}" if isinstance(built, tuple) else type(built).__name__
+            raise TypeError(f"builder: expected it to return (model, losses, loss_weights, metrics), but it returned {got}")
+        model, losses, loss_weights, metrics = built
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"builder: the first element must be a keras.Model, but got {type(model).__name__}")
+        if sorted(model.output_names) != sorted(tasks):
+            raise ValueError(
+                f"builder: the model's outputs are named {sorted(model.output_names)}, but the tasks are {sorted(tasks)}; "
+                f"name each output layer after its task, e.g. keras.layers.Dense(..., name={tasks[0]!r})"
+            )
+        for what, value in (("losses", losses), ("loss_weights", loss_weights), ("metrics", metrics)):
+            if isinstance(value, dict) and not set(value) <= set(tasks):
+                raise ValueError(f"builder: {what} are keyed {sorted(value)}, but the tasks are {sorted(tasks)}")
+        data_kwargs = {**config["data"], **self.loader_kwargs}
+        if self.cv_folds:
+            data_kwargs.update(cv_index=0, cv_folds=self.cv_folds)
+        loaded = self.loader(**data_kwargs)
+        if (not isinstance(loaded, tuple) or len(loaded) != 2
+                or not all(isinstance(d, tf.data.Dataset) for d in loaded)):
+            got = (f"({', '.join(type(d).__name__ for d in loaded)})" if isinstance(loaded, tuple)
+                   else type(loaded).__name__)
+            raise TypeError(f"loader: expected it to return (train_ds, val_ds), two tf.data.Dataset, but it returned {got}")
+        for split, ds in zip(("train", "validation"), loaded):
+            spec = ds.element_spec
+            if not isinstance(spec, tuple) or len(spec) < 2:
+                raise ValueError(f"loader: {split} elements must be (features, labels) pairs, but got {spec}")
+            labels = spec[1]
+            if not isinstance(labels, dict):
+                raise ValueError(
+                    f"loader: {split} labels must be a dict keyed by task name, e.g. {{{tasks[0]!r}: y}}, "
+                    f"but got {type(labels).__name__}"
+                )
+            if sorted(labels) != sorted(tasks):
+                raise ValueError(f"loader: {split} labels are keyed {sorted(labels)}, but the tasks are {sorted(tasks)}")
+        model.compile(optimizer=keras_optimizer(config["optimization"]), loss=losses,
+                      loss_weights=loss_weights, metrics=metrics)
+        train_ds, val_ds = loaded
+        try:
+            history = model.fit(train_ds.take(1), validation_data=val_ds.take(1), epochs=1, verbose=0, shuffle=False)
+        except Exception as err:  # Keras raises many types for shape and dtype mismatches
+            raise ValueError(
+                f"preflight: training on one batch of fold 0 failed: {type(err).__name__}: {str(err).strip()[:800]}\n"
+                f"loader gives features {train_ds.element_spec[0]} and labels {train_ds.element_spec[1]}; "
+                f"the model takes {[tuple(t.shape) for t in model.inputs]} and outputs "
+                f"{dict(zip(model.output_names, [tuple(t.shape) for t in model.outputs]))}"
+            ) from err
+        logs = {k: v[-1] for k, v in history.history.items()}
+        try:
+            report = validation_report(logs, self._spec())
+        except KeyError as err:
+            raise ValueError(f"preflight: {err.args[0]}") from None
+        keras.backend.clear_session()
+        return report
 
     @staticmethod
     def _init_ray() -> None:
@@ -206,6 +321,7 @@ class Search:
         scheduler: Any = None,
         search_alg: Any = None,
         max_fold_trainings: int | None = None,
+        check: bool = True,
     ) -> SearchResults:
         """Run the search.
 
@@ -226,6 +342,8 @@ class Search:
             configuration's CV mean. Defaults to seeded random sampling.
         max_fold_trainings : int, optional
             Budget in fold trainings; racing spends what it saves on more configurations.
+        check : bool
+            Run :meth:`check` first, in this process, before Ray starts.
 
         Returns
         -------
@@ -252,6 +370,8 @@ class Search:
         path = os.path.join(local_dir, name)
         if os.path.exists(os.path.join(path, _SEARCH_FILE)):
             raise FileExistsError(f"name: experiment {path!r} exists; use Search.restore({local_dir!r}, {name!r}) or a new name")
+        if check:
+            self.check()
         os.makedirs(path, exist_ok=True)
         self._save(path)
 
@@ -303,8 +423,14 @@ class Search:
         return format_leaderboard(table, self.metric, self.cv_folds or 1, self.report_parameters)
 
     def _table(self, searcher, folds: pd.DataFrame) -> pd.DataFrame:
+        # a failed fold's own error text (e.g. from error.txt) says more than the scheduler's summary
+        fold_errors = {}
+        if len(folds) and "error" in folds:
+            for cid, err in folds.loc[folds["error"].notna() & (folds["status"] == "failed"), ["config_id", "error"]].values:
+                fold_errors.setdefault(cid, err)
         configs = [
-            {"config_id": c.config_id, "status": c.status, "params": c.params, "error": c.error}
+            {"config_id": c.config_id, "status": c.status, "params": c.params,
+             "error": fold_errors.get(c.config_id, c.error) if c.status == "failed" else c.error}
             for c in searcher.scheduler.configs.values()
         ]
         if len(folds):

@@ -55,7 +55,9 @@ class CVSearcher(Searcher):
         inner: Searcher | None = None,
         on_change: Callable[[], None] | None = None,
     ):
-        super().__init__(metric=metric, mode=mode)
+        # Tune checks that every result holds the searcher's metric; fold_score always is there
+        super().__init__(metric="fold_score", mode=mode)
+        self.cv_metric = metric
         self.space = space
         self.scheduler = scheduler
         self.inner = inner
@@ -139,7 +141,7 @@ class CVSearcher(Searcher):
             if inner_id is None:
                 continue
             if status in ("complete", "pruned") and mean == mean:
-                self.inner.on_trial_complete(inner_id, {self.metric: mean})
+                self.inner.on_trial_complete(inner_id, {self.cv_metric: mean})
             else:
                 self.inner.on_trial_complete(inner_id, None, error=True)
         if self.on_change is not None:

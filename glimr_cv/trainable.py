@@ -157,7 +157,7 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
             if spec.stopper is not None and spec.stopper(trial_id, {**report, "training_iteration": epoch + 1}):
                 self.model.stop_training = True
 
-    fit_kwargs = dict(spec.fit_kwargs)
+    fit_kwargs = {"shuffle": False, **spec.fit_kwargs}  # tf.data pipelines shuffle themselves
     callbacks = [_Report(), *fit_kwargs.pop("callbacks", [])]
     start = time.perf_counter()
     model.fit(

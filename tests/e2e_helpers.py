@@ -84,3 +84,31 @@ def multitask_loader(batch_size, cv_index, cv_folds):
         return tf.data.Dataset.from_tensor_slices((x[idx], labels)).batch(batch_size)
 
     return ds(train), ds(val)
+
+
+def poisoned_builder(config):
+    """The digits MLP, whose loss is NaN when config["poison"] is 1."""
+    import keras
+
+    model, losses, weights, metrics = digits_builder(config)
+    if config["poison"]:
+        losses = {"digit": lambda y_true, y_pred: keras.ops.mean(y_pred) * float("nan")}
+    return model, losses, weights, metrics
+
+
+def crash_once_loader(batch_size, cv_index, cv_folds, marker_dir):
+    """Kills its own worker process the first time fold 1 is loaded."""
+    import signal
+
+    marker = os.path.join(marker_dir, f"crashed_fold{cv_index}")
+    if cv_index == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return digits_loader(batch_size, cv_index=cv_index, cv_folds=cv_folds)
+
+
+def failing_loader(batch_size, cv_index, cv_folds, bad_batch_size):
+    """Raises for one batch size, always: its configurations must end failed."""
+    if batch_size == bad_batch_size:
+        raise ValueError(f"no data for batch_size={batch_size}")
+    return digits_loader(batch_size, cv_index=cv_index, cv_folds=cv_folds)
