@@ -161,3 +161,15 @@ def test_optuna_inner_searcher_receives_cv_means(tmp_path):
     # the configurations trained are the ones Optuna proposed
     lrs = sorted(t.params["optimization/learning_rate"] for t in inner._ot_study.trials)
     assert lrs == pytest.approx(sorted(results.table["config/optimization/learning_rate"]))
+
+
+def test_hyperopt_inner_searcher_receives_cv_means(tmp_path):
+    pytest.importorskip("hyperopt")
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    inner = HyperOptSearch(random_state_seed=0, n_initial_points=2)
+    search = Search(h.space(epochs=1), h.digits_builder, h.digits_loader, cv_folds=2, racing=None)
+    results = search.experiment(str(tmp_path), name="hyperopt", num_samples=3, search_alg=inner)
+    assert list(results.table["status"]) == ["complete"] * 3
+    losses = sorted(-t["result"]["loss"] for t in inner._hpopt_trials.trials if t["result"].get("loss") is not None)
+    assert losses == pytest.approx(sorted(results.table["mean_digit_accuracy"]))
