@@ -7,12 +7,14 @@ The public API, in one place:
   :func:`optimization_space`, :func:`loguniform`, :func:`validate_space`.
 * Builder helpers (import Keras): :func:`keras_losses`, :func:`keras_metrics`,
   :func:`keras_optimizer`.
+* Data: :func:`kfold_loader`, a ready k-fold loader over in-memory arrays.
 * Racing rules: :class:`Forgiving`, :class:`Aggressive`, :class:`Paired`.
 * glimr's analysis functions: :func:`experiment_table`, :func:`top_k_trials`,
   :func:`top_k_configs`.
 """
 
 from .analysis import experiment_table, top_k_configs, top_k_trials
+from .folds import KFoldLoader, kfold_loader
 from .notation import SpaceError, loguniform, prune_search, sample_space
 from .racing import Aggressive, Forgiving, Paired, RacingRule
 from .results import SearchResults
@@ -41,6 +43,8 @@ __all__ = [
     "keras_losses",
     "keras_metrics",
     "keras_optimizer",
+    "kfold_loader",
+    "KFoldLoader",
     "RacingRule",
     "Forgiving",
     "Aggressive",

@@ -66,7 +66,8 @@ def kfold_loader(
     Parameters
     ----------
     features : numpy.ndarray or dict of str to numpy.ndarray
-        ``(n, ...)`` rows; a dict of named arrays for a multi-input model.
+        ``(n, ...)`` rows; a dict of named arrays for a multi-input model. Arrays
+        are kept, not copied: Ray ships them to workers once, zero-copy.
     labels : dict of str to numpy.ndarray
         Task name -> ``(n, ...)`` labels, keyed like the model's outputs.
     groups : array-like of shape (n,), optional
@@ -76,7 +77,8 @@ def kfold_loader(
         ``"kfold"``, ``"stratified"`` and ``"stratified_group"`` shuffle with
         ``random_state=seed``; ``"group"`` is ``GroupKFold`` (no shuffle). An
         sklearn splitter object is used as given: its ``get_n_splits`` must equal
-        the search's ``cv_folds``, and it must give the same folds on every call.
+        the search's ``cv_folds`` (it is not changed to fit), and it must give the
+        same folds on every call (checked here, by splitting twice).
     preprocess : sklearn transformer, or dict of str to transformer, optional
         Cloned and fit on each fold's training rows only, as ``fit(X_train, y_train)``
         with ``y`` the ``stratify`` labels, then applied to all rows. Dict
@@ -131,6 +133,16 @@ class KFoldLoader:
     Calling it returns one fold's ``(train_ds, val_ds)``. Folds are computed once
     per ``cv_folds`` and cached, so fold ``i`` is the same partition on every
     call and in every copy (pickles carry the arrays, settings and cache).
+    The arguments are those of :func:`kfold_loader`.
+
+    Attributes
+    ----------
+    features, labels, groups : numpy.ndarray or dict
+        The data, as given (non-contiguous arrays made contiguous).
+    n : int
+        Number of rows.
+    stratify : str or numpy.ndarray
+        Task name (or classes) of :attr:`target`.
     """
 
     def __init__(self, features, labels, groups=None, splitter="kfold", preprocess=None,
@@ -183,17 +195,18 @@ class KFoldLoader:
         self.splitter = splitter
 
         if stratify is None or isinstance(stratify, str):
-            task = next(iter(self.labels)) if stratify is None else stratify
-            if task not in self.labels:
-                raise ValueError(f"stratify: expected a task name in {list(self.labels)} or an array of {self.n} classes, but got {task!r}")
-            target, self._target_name = self.labels[task], f"task {task!r}"
+            # a task name, not its array: a second reference would be pickled as a second copy
+            self.stratify = next(iter(self.labels)) if stratify is None else stratify
+            if self.stratify not in self.labels:
+                raise ValueError(f"stratify: expected a task name in {list(self.labels)} or an array of {self.n} classes, "
+                                 f"but got {stratify!r}")
         else:
-            target, self._target_name = _rows("stratify", stratify), "stratify"
-            if len(target) != self.n:
-                raise ValueError(f"stratify: expected {self.n} rows like {arrays[0][0]}, but got {len(target)}")
-        self.target = target.ravel() if target.ndim == 2 and target.shape[1] == 1 else target
+            self.stratify = _rows("stratify", stratify)
+            if len(self.stratify) != self.n:
+                raise ValueError(f"stratify: expected {self.n} rows like {arrays[0][0]}, but got {len(self.stratify)}")
         if isinstance(splitter, str) and "stratified" in splitter and self.target.ndim != 1:
-            raise ValueError(f"stratify: {self._target_name} has labels of shape {target.shape}; stratified folds need "
+            shape = (self.labels[self.stratify] if isinstance(self.stratify, str) else self.stratify).shape
+            raise ValueError(f"stratify: {self._target_name} has labels of shape {shape}; stratified folds need "
                              "one class per row, shape (n,) or (n, 1); pass stratify= another task or an array of classes")
 
         self.preprocess = self._check_preprocess(preprocess)
@@ -208,6 +221,16 @@ class KFoldLoader:
         self._folds: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         if not isinstance(splitter, str):
             self._check_deterministic()
+
+    @property
+    def target(self) -> np.ndarray:
+        """The labels that stratify the folds and are ``y`` of ``preprocess.fit``."""
+        target = self.labels[self.stratify] if isinstance(self.stratify, str) else self.stratify
+        return target.ravel() if target.ndim == 2 and target.shape[1] == 1 else target
+
+    @property
+    def _target_name(self) -> str:
+        return f"task {self.stratify!r}" if isinstance(self.stratify, str) else "stratify"
 
     def _check_preprocess(self, preprocess):
         if preprocess is None:

@@ -46,8 +46,8 @@ def _check_picklable(space: dict, builder: Callable, loader: Callable) -> None:
         yield "loader", loader
 
     for where, value in leaves():
-        try:
-            cloudpickle.dumps(value)
+        try:  # out-of-band buffers: arrays are checked, not copied
+            cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
         except Exception as err:  # pickling raises TypeError, PicklingError, AttributeError, ...
             raise TypeError(
                 f"{where}: {value!r} cannot be pickled ({type(err).__name__}: {err}); Ray sends the space, "

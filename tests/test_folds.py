@@ -60,12 +60,13 @@ def test_a_splitter_that_ignores_groups_is_caught_by_the_group_check():
         kfold_loader(x, {"y": y}, groups=groups, splitter=KFold(4, shuffle=True, random_state=0))
 
 
-@pytest.mark.parametrize("stratify", [None, "cls"])
+@pytest.mark.parametrize("stratify", [None, "cls", "array"])
 def test_stratified_validation_folds_keep_class_proportions(stratify):
     x, y, _ = _data()
-    labels = {"y": y, "cls": y} if stratify is None else {"other": np.zeros(N, "float32"), "cls": y}
+    labels = {"y": y[:, None]} if stratify is None else {"other": np.zeros(N, "float32"), "cls": y}
     k = 5
-    for _, val in kfold_loader(x, labels, splitter="stratified", stratify=stratify).folds(k):
+    loader = kfold_loader(x, labels, splitter="stratified", stratify=y if stratify == "array" else stratify)
+    for _, val in loader.folds(k):
         for c, total in collections.Counter(y.tolist()).items():
             assert abs(np.sum(y[val] == c) - total / k) <= 1
 
