@@ -1,6 +1,7 @@
 """End to end: real searches of tiny Keras models on digits, on a local Ray."""
 
 import collections
+import json
 import os
 
 import numpy as np
@@ -121,15 +122,25 @@ def test_multitask_search_reports_per_task_metrics(tmp_path):
     assert "config/tasks/parity/loss_weight" in table.columns
 
 
-def test_single_split_without_cv_arguments(tmp_path):
+def test_single_split_without_cv_arguments_and_mode_min(tmp_path):
     def loader(batch_size):
         return h.multitask_loader(batch_size, cv_index=0, cv_folds=4)
 
-    search = Search(h.multitask_space(epochs=1), h.multitask_builder, loader, cv_folds=None, mode="max")
-    results = search.experiment(str(tmp_path), name="single", num_samples=2)
-    assert list(results.table["n_folds"]) == [1, 1]
-    assert "split0_digit_accuracy" in results.table.columns
-    assert results.best_config_id is not None
+    search = Search(h.multitask_space(epochs=3), h.multitask_builder, loader, cv_folds=None,
+                    metric="digit_loss", mode="min")
+    results = search.experiment(str(tmp_path), name="single", num_samples=3)
+    table = results.table
+    assert list(table["n_folds"]) == [1, 1, 1]
+    assert "split0_digit_loss" in table.columns
+    assert (table["mean_digit_loss"].diff().dropna() >= 0).all()  # best (lowest) first
+    assert results.best_config_id == table.set_index("config_id")["mean_digit_loss"].idxmin()
+    # each fold's score is its lowest validation loss over epochs
+    for _, row in results.folds.iterrows():
+        trial_dir = os.path.dirname(row["checkpoint_path"])
+        epochs = [json.loads(line) for line in open(os.path.join(trial_dir, "result.json"))]
+        losses = [r["digit_loss"] for r in epochs if "fold_status" not in r]
+        assert row["digit_loss"] == pytest.approx(min(losses))
+        assert row["best_epoch"] == 1 + losses.index(min(losses))
 
 
 def test_racing_prunes_without_training_skipped_folds_and_budget_holds(tmp_path):

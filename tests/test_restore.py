@@ -71,6 +71,22 @@ def test_sigkilled_search_restores_without_losing_or_repeating_folds(tmp_path, r
     for key, score in before.items():
         assert after[key] == score, f"fold {key} changed from {score} to {after[key]}"
     assert all(len(v) == 1 for v in _final_lines(str(path)).values()), "a finished fold was trained again"
+    assert Search.load(str(tmp_path), "killed").resources == {"CPU": 1, "GPU": 0}
+
+
+def test_resume_from_the_shell_on_a_finished_experiment(tmp_path, ray_local, capsys):
+    from glimr_cv.cli import main
+    from glimr_cv.demo import SPACE, builder, loader
+
+    space = dict(SPACE, optimization={**SPACE["optimization"], "epochs": 1})
+    search = Search(space, builder, loader, cv_folds=2, racing=None)
+    search.set_reporter(max_report_frequency=0)
+    first = search.experiment(str(tmp_path), name="done", num_samples=1, check=False)
+    assert main(["resume", str(tmp_path / "done")]) == 0
+    out = capsys.readouterr().out
+    assert "complete" in out and str(tmp_path / "done") in out
+    again = Search.restore(str(tmp_path / "done"))
+    assert again.folds[["config_id", "fold", "digit_accuracy"]].equals(first.folds[["config_id", "fold", "digit_accuracy"]])
 
 
 def test_restore_of_a_folder_that_is_not_an_experiment_is_a_clear_error(tmp_path):
