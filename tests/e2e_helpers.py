@@ -1,28 +1,23 @@
 """Small models, spaces and loaders for end-to-end tests (importable by Ray workers)."""
 
+import copy
 import hashlib
 import os
 
 import numpy as np
 
 from glimr_cv.demo import builder as digits_builder  # noqa: F401  (re-exported for tests)
-from glimr_cv.demo import digits_arrays, loader as digits_loader
+from glimr_cv.demo import SPACE, digits_arrays, loader as digits_loader
 
 
-def space(epochs=2, folds_note=None):
+def space(epochs=2):
+    """The demo's digits task with a smaller, faster model space."""
     return {
         "units": {16, 32},
-        "learning_rate_scale": 1,
         "layers": 1,
         "dropout": 0.0,
         "activation": {"relu", "gelu"},
-        "tasks": {
-            "digit": {
-                "loss": {"name": "xent", "loss": "SparseCategoricalCrossentropy"},
-                "loss_weight": 1.0,
-                "metrics": [{"name": "accuracy", "metric": "SparseCategoricalAccuracy"}],
-            }
-        },
+        "tasks": copy.deepcopy(SPACE["tasks"]),
         "optimization": {"method": {"adam", "rms"}, "learning_rate": [0.001, 0.01], "epochs": epochs},
         "data": {"batch_size": 64},
     }
