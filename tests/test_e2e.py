@@ -62,14 +62,15 @@ def test_folds_have_one_row_per_configuration_and_fold(digits_run):
 def test_every_configuration_sees_the_same_fold_partition(digits_run):
     _, _, record = digits_run
     digests = collections.defaultdict(set)
-    calls = collections.Counter()
+    worker_calls, driver_calls = collections.Counter(), collections.Counter()
     for name in os.listdir(record):
-        fold, digest = name.split("_")[:2]
+        fold, digest, pid = name.split("_")[:3]
         digests[fold].add(digest)
-        calls[fold] += 1
+        (driver_calls if int(pid) == os.getpid() else worker_calls)[fold] += 1
     assert sorted(digests) == ["0", "1", "2"]
     assert all(len(d) == 1 for d in digests.values()), digests
-    assert all(n == 3 for n in calls.values())  # one call per configuration
+    assert worker_calls == {"0": 3, "1": 3, "2": 3}  # one training per configuration and fold
+    assert driver_calls == {"0": 1}  # the preflight check loads fold 0 once, before Ray
 
 
 def test_best_configuration_is_the_best_mean(digits_run):
