@@ -620,6 +620,25 @@ def rss_summary(run: dict) -> dict:
     }
 
 
+def versions() -> dict:
+    """Package versions, and a hash of glimr_cv/trainable.py (the code the workers run)."""
+    import hashlib
+    from importlib import metadata
+
+    import glimr_cv.trainable
+
+    out = {}
+    for name in ("glimr_cv", "ray", "tensorflow", "keras", "keras-tuner"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    with open(glimr_cv.trainable.__file__, "rb") as f:
+        out["glimr_cv/trainable.py sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+    out["python"] = sys.version.split()[0]
+    return out
+
+
 # -- report ---------------------------------------------------------------------------------------------------
 def jsonable(obj):
     if isinstance(obj, dict):
@@ -694,7 +713,8 @@ def main(argv=None) -> int:
         "model": "glimr_cv.demo.builder MLP, glimr_cv.demo.SPACE with batch_size fixed at 32",
         "configs": args.configs, "new_actor_configs": args.new_actor_configs, "folds": FOLDS,
         "epochs": args.epochs, "slots": SLOTS, "racing": None, "preflight": "excluded (check=False)",
-        "quick": bool(args.quick)}}
+        "quick": bool(args.quick)},
+        "versions": versions()}
     report: dict = {"efficiency": None, "efficiency_new_actor": None, "kerastuner_wall_ratio": None,
                     "suggest_ms_median_10k": None, "worker_rss_growth_mb": None, "detail": detail}
 
@@ -721,6 +741,10 @@ def main(argv=None) -> int:
         report["efficiency"] = runs["default"]["efficiency"]
         detail["default"] = {k: v for k, v in runs["default"].items() if k != "events"}
         detail["breakdown_default"] = breakdown(runs["default"])
+        # per-epoch tune.report calls wait inside model.fit, so fit_seconds counts them as training time
+        detail["efficiency_without_report_waits"] = ((runs["default"]["fit_seconds"]
+                                                      - detail["breakdown_default"]["fit_report"]["seconds"])
+                                                     / (runs["default"]["wall_seconds"] * SLOTS))
         log(format_breakdown(detail["breakdown_default"], "where the time goes, glimr_cv defaults:"))
 
         if "kerastuner" not in skip:
