@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import glob
+import json
 import os
 import pickle
+import shutil
+import tempfile
 from typing import Any, Callable
 
 import pandas as pd
@@ -29,6 +33,46 @@ def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> Non
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         expected = f"an int >= {low}" + (" or None" if allow_none else "")
         raise ValueError(f"{name}: expected {expected}, but got {value!r}")
+
+
+_STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.pkl", "searcher-state-*.pkl")
+
+
+def _intact(file: str) -> bool:
+    try:
+        with open(file, "rb") as f:
+            json.load(f) if file.endswith(".json") else pickle.load(f)
+        return True
+    except Exception:  # truncated JSON or pickle: any error means unusable
+        return False
+
+
+def _repair_state(path: str) -> None:
+    """Replace Tune state files that a kill cut short with the driver's intact copies.
+
+    Ray Tune writes its state atomically in a staging folder under the Ray temp
+    directory and then copies it into the experiment folder; a SIGKILL during that
+    copy leaves a truncated file, and Tune would then silently restart the whole
+    experiment. The staging copies are complete and consistent with each other.
+    """
+    broken = [f for pattern in _STATE_FILES for f in glob.glob(os.path.join(path, pattern)) if not _intact(f)]
+    if not broken:
+        return
+    names = {os.path.basename(f) for f in broken}
+    temp = os.environ.get("RAY_TMPDIR", tempfile.gettempdir())
+    stagings = glob.glob(os.path.join(temp, "ray", "session_*", "artifacts", "*", os.path.basename(path), "driver_artifacts"))
+    for staging in sorted(stagings, key=os.path.getmtime, reverse=True):
+        files = [f for pattern in _STATE_FILES for f in glob.glob(os.path.join(staging, pattern))]
+        if names <= {os.path.basename(f) for f in files} and all(_intact(f) for f in files):
+            for f in files:
+                tmp = os.path.join(path, f".{os.path.basename(f)}.restoring")
+                shutil.copy2(f, tmp)
+                os.replace(tmp, os.path.join(path, os.path.basename(f)))
+            return
+    raise RuntimeError(
+        f"restore: {sorted(names)} in {path!r} were cut short when the run was killed, and no intact copy "
+        "was found in Ray's temp folder; resuming would restart the experiment and train finished folds again"
+    )
 
 
 def _check_picklable(space: dict, builder: Callable, loader: Callable) -> None:
@@ -491,6 +535,7 @@ class Search:
         path = os.path.abspath(os.path.join(os.path.expanduser(os.fspath(local_dir)), name) if name else os.fspath(local_dir))
         if not tune.Tuner.can_restore(path):
             raise FileNotFoundError(f"restore: {path!r} holds no Ray Tune experiment state to resume")
+        _repair_state(path)
         search._init_ray()
         tuner = tune.Tuner.restore(path, trainable=search._trainable(), resume_unfinished=True, resume_errored=True)
         searcher = tuner._local_tuner._tune_config.search_alg
