@@ -35,13 +35,14 @@ def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> Non
         raise ValueError(f"{name}: expected {expected}, but got {value!r}")
 
 
-_STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.pkl", "searcher-state-*.pkl")
+# search_gen_state files are pickles despite their .json suffix
+_STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
 
 def _intact(file: str) -> bool:
     try:
         with open(file, "rb") as f:
-            json.load(f) if file.endswith(".json") else pickle.load(f)
+            json.load(f) if os.path.basename(file).startswith("experiment_state") else pickle.load(f)
         return True
     except Exception:  # truncated JSON or pickle: any error means unusable
         return False
@@ -55,7 +56,8 @@ def _repair_state(path: str) -> None:
     copy leaves a truncated file, and Tune would then silently restart the whole
     experiment. The staging copies are complete and consistent with each other.
     """
-    broken = [f for pattern in _STATE_FILES for f in glob.glob(os.path.join(path, pattern)) if not _intact(f)]
+    newest = [max(found) for pattern in _STATE_FILES if (found := glob.glob(os.path.join(path, pattern)))]
+    broken = [f for f in newest if not _intact(f)]  # Tune reads only the newest of each
     if not broken:
         return
     names = {os.path.basename(f) for f in broken}

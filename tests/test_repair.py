@@ -17,7 +17,7 @@ def _staging(tmp_path, name="exp"):
     staging = tmp_path / "ray" / "session_1" / "artifacts" / "2026-11-27_00-00-00" / name / "driver_artifacts"
     staging.mkdir(parents=True)
     (staging / "experiment_state-1.json").write_text('{"trials": [1, 2]}')
-    (staging / "search_gen_state-1.pkl").write_bytes(pickle.dumps({"counter": 2}))
+    (staging / "search_gen_state-1.json").write_bytes(pickle.dumps({"counter": 2}))
     (staging / "searcher-state-1.pkl").write_bytes(pickle.dumps({"scheduler": "s"}))
     return staging
 
@@ -35,10 +35,10 @@ def test_truncated_state_is_replaced_by_the_whole_staging_set(tmp_path, monkeypa
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     path = _experiment(tmp_path)
     (path / "experiment_state-1.json").write_text('{"trials": [1]}')
-    (path / "search_gen_state-1.pkl").write_bytes(b"")  # killed mid-copy
+    (path / "search_gen_state-1.json").write_bytes(b"")  # killed mid-copy
     _staging(tmp_path)
     _repair_state(str(path))
-    assert pickle.loads((path / "search_gen_state-1.pkl").read_bytes()) == {"counter": 2}
+    assert pickle.loads((path / "search_gen_state-1.json").read_bytes()) == {"counter": 2}
     assert (path / "experiment_state-1.json").read_text() == '{"trials": [1, 2]}'  # consistent with it
     assert pickle.loads((path / "searcher-state-1.pkl").read_bytes()) == {"scheduler": "s"}
 
