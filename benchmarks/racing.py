@@ -63,8 +63,11 @@ How to run (from the repository root)::
     .venv/bin/python benchmarks/racing.py [--quick] [--json]
 
 ``--quick``: 12 configurations x 5 folds x 3 epochs, 1 seed, exhaustive and
-"forgiving" only (about 3 minutes on 2 idle cores; add ``--rules
-forgiving,aggressive,paired`` for all rules, about twice as long). ``--seeds N``,
+"forgiving" only (measured 1.5 minutes on a quiet 2-core machine and 5.5 minutes
+when other jobs kept the load average near 7; add ``--rules
+forgiving,aggressive,paired`` for all rules, about twice as long). The full run
+(30 x 5 x 6 epochs, 3 seeds, all rules) took 33-54 minutes on a shared 2-core
+machine. ``--seeds N``,
 ``--configs N``, ``--epochs N`` override the workload; ``--rules`` picks rules; ``--details FILE`` writes every run's raw
 figures (fold scores, statuses) as JSON; ``--keep`` keeps the experiment
 directories. With ``--json`` exactly one JSON object is printed to stdout and

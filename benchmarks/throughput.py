@@ -321,7 +321,7 @@ def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, r
 PARTS = [
     ("startup", "start-up: experiment() to each actor's first trial (Tune set-up, actor spawn)"),
     ("tf_import", "Keras/TensorFlow import in the worker (first fold of a process)"),
-    ("pre_build", "train_fold before the builder: clear_session, gc.collect, seed"),
+    ("pre_build", "train_fold before the builder: clear_session (it runs gc.collect), seed"),
     ("build", "builder (Keras model construction)"),
     ("compile", "model.compile (+ keras_optimizer)"),
     ("load", "loader (StratifiedKFold split + tf.data pipelines)"),
@@ -330,7 +330,7 @@ PARTS = [
     ("fit_report", "model.fit: per-epoch tune.report (synchronous round trip to the driver)"),
     ("checkpoint", "after fit: best weights restored, model.weights.h5 + fold.json written"),
     ("final_report", "final tune.report with the checkpoint (persist + round trip)"),
-    ("cleanup", "after the final report: del, clear_session, gc.collect"),
+    ("cleanup", "after the final report until train_fold returns"),
     ("turnover", "Tune turnover: trial end to next trial start on the same actor"),
     ("tail", "tail: each actor's last trial end to the end of experiment()"),
 ]

@@ -115,7 +115,8 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     # A reused actor keeps no graph or layer names from earlier folds. clear_session
     # also runs the garbage collector; once per fold is enough (each run costs ~0.3 s).
     keras.backend.clear_session()
-    keras.utils.set_random_seed(spec.seed + 1000 * meta["config_id"] + meta["fold"])
+    # distinct for every (search seed, configuration, fold): seed s+1 must not reuse seed s's inits
+    keras.utils.set_random_seed((spec.seed * 1_000_003 + 1009 * meta["config_id"] + meta["fold"]) % 2**31)
 
     built = spec.builder(params)
     if not isinstance(built, tuple) or len(built) != 4:
