@@ -274,8 +274,12 @@ def instrumented_search_class():
 # -- one glimr_cv run -------------------------------------------------------------------------------------
 def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, reuse: bool = True,
               max_concurrent_trials: int | None = None, keep: bool = False) -> dict:
+    from ray import cloudpickle
+
     from glimr_cv.demo import builder, loader
 
+    if __name__ != "__main__":  # imported (not run): workers cannot import this file, ship its functions by value
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     events_dir = os.path.join(root, f"{label}_events")
     os.makedirs(events_dir, exist_ok=True)
     search = instrumented_search_class()(make_space(epochs), builder, loader, metric=METRIC, mode="max",
