@@ -111,20 +111,17 @@ def log(*args) -> None:
 
 # -- the three things a glimr_cv user writes: space, builder (glimr_cv.demo.builder), loader --------
 def make_space(epochs: int) -> dict:
+    import copy
+
     from glimr_cv import loguniform
+    from glimr_cv.demo import SPACE
 
     return {
         "units": {16, 32, 64, 128},
         "layers": [1, 2],
         "dropout": [0.0, 0.5, 0.1],
         "activation": {"relu", "tanh"},
-        "tasks": {
-            "digit": {
-                "loss": {"name": "xent", "loss": "SparseCategoricalCrossentropy"},
-                "loss_weight": 1.0,
-                "metrics": [{"name": "accuracy", "metric": "SparseCategoricalAccuracy"}],
-            }
-        },
+        "tasks": copy.deepcopy(SPACE["tasks"]),  # the demo's digit task
         "optimization": {
             "method": {"sgd", "rms", "adam"},
             "learning_rate": loguniform(1e-4, 1e-1),

@@ -4,7 +4,6 @@ Each case checks the whole message: it names the argument or config path, the ru
 and the value it got. None of these start Ray or import Keras.
 """
 
-import copy
 import re
 import threading
 
@@ -13,20 +12,11 @@ import pytest
 import glimr_cv
 from glimr_cv import Paired, Search, loguniform, sample_space, top_k_configs, top_k_trials
 from glimr_cv.demo import SPACE, builder, loader
+from spaces import DELETE, edited
 
 
 def space(**changes):
-    s = copy.deepcopy(SPACE)
-    for path, value in changes.items():
-        node = s
-        *parents, leaf = path.split("__")
-        for key in parents:
-            node = node[key]
-        if value is KeyError:
-            del node[leaf]
-        else:
-            node[leaf] = value
-    return s
+    return edited(SPACE, **changes)
 
 
 def search(**kwargs):
@@ -75,7 +65,7 @@ CASES = [
     ("min_folds", lambda: search(min_folds=0), ValueError, "`min_folds >= 1` must hold, but got min_folds=0"),
     ("max_failures", lambda: search(max_failures=-1), ValueError, "max_failures: expected an int >= 0, but got -1"),
     # the space
-    ("missing section", lambda: search(space=space(data=KeyError)), glimr_cv.SpaceError,
+    ("missing section", lambda: search(space=space(data=DELETE)), glimr_cv.SpaceError,
      "space: the required section 'data' is missing; got sections ['activation', 'dropout', 'layers', 'optimization', "
      "'tasks', 'units']"),
     ("unknown optimizer", lambda: search(space=space(optimization__method={"adam", "lbfgs"})), glimr_cv.SpaceError,

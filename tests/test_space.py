@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from spaces import DELETE, edited
 
 from glimr_cv.notation import SpaceError, flatten, loguniform, parse_space, sample_space
 from glimr_cv.space import (
@@ -39,22 +40,9 @@ def make_space():
     }
 
 
-DELETE = object()
-
-
 def edit(**changes):
     """A minimal space with edits ``a__b=value`` (path ``a/b``); ``DELETE`` removes the key."""
-    space = make_space()
-    for path, value in changes.items():
-        *parents, key = path.split("__")
-        node = space
-        for p in parents:
-            node = node[p]
-        if value is DELETE:
-            del node[key]
-        else:
-            node[key] = value
-    return space
+    return edited(make_space(), **changes)
 
 
 # --------------------------------------------------------------------------- valid spaces
