@@ -543,7 +543,4 @@ class Search:
         searcher = tuner._local_tuner._tune_config.search_alg
         return search._run(tuner, searcher, path)
 
-    def __getstate__(self):
-        return self.__dict__.copy()
-
 

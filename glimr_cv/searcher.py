@@ -10,7 +10,7 @@ from typing import Any, Callable
 from ray import cloudpickle
 from ray.tune.search import Searcher
 
-from .notation import is_tune_domain, iter_leaves, sample_space, to_tune
+from .notation import iter_leaves, sample_space, to_tune
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
 from .trainable import META
 
@@ -90,9 +90,6 @@ class CVSearcher(Searcher):
             for key in path[:-1]:
                 node = node.setdefault(key, {})
             node[path[-1]] = value
-        for path, value in iter_leaves(params):
-            if is_tune_domain(value):  # pragma: no cover - sample_space resolves domains
-                raise ValueError(f"{'/'.join(map(str, path))}: unresolved domain {value!r}")
         return params
 
     # -- Tune interface ---------------------------------------------------------
