@@ -29,6 +29,10 @@ Method
       (``reuse_actors=False``, glimr's old behaviour). ``Search.experiment``
       hard-codes ``reuse_actors=True``; this benchmark wraps ``ray.tune.TuneConfig``
       for that one run to force it off (see :func:`new_actor_per_trial`).
+    * Model reuse: the same search with ``Search(reuse_models=False)`` (every fold
+      builds and traces a new model); ``detail["model_reuse_wall_gain"]`` is its wall /
+      the default's wall, and each run's ``model_reuse_rate`` is the share of folds
+      that trained the worker's previous model (reset) instead of a new one.
     * ``kerastuner_wall_ratio`` = KerasTuner wall / glimr_cv wall (higher: glimr_cv
       faster). KerasTuner runs the same 20 x 5 CV in one subprocess: a ``kt.Tuner``
       subclass whose ``run_trial`` loops over the 5 folds (``clear_session``, build,
@@ -82,7 +86,7 @@ are two thirds of it); ``--quick`` (6 configurations for the glimr_cv and KerasT
 runs, 2 for the new-actor baseline, 30 folds for memory, whose target is then checked
 on the growth its slope projects to fold 200) about 3.5. ``--configs``, ``--epochs``,
 ``--new-actor-configs`` and ``--rss-folds`` override the workload, ``--skip`` leaves
-parts out (``kerastuner,new_actor,rss,scheduler``), ``--details FILE`` writes every
+parts out (``kerastuner,no_model_reuse,new_actor,rss,scheduler``), ``--details FILE`` writes every
 fold's timings, ``--keep`` keeps the experiment directories.
 With ``--json`` exactly one JSON object is printed to stdout and everything else goes
 to stderr. The exit status is 0 whatever the targets say.
@@ -209,12 +213,14 @@ def make_timed_trainable(events_dir: str):
         fit_kwargs["callbacks"] = [*fit_kwargs.get("callbacks", []), FitTimer()]
         spec = dataclasses.replace(spec, builder=timed(spec.builder, "build"), loader=timed(spec.loader, "load"),
                                    fit_kwargs=fit_kwargs)
-        from glimr_cv.trainable import train_fold
+        from glimr_cv import trainable
 
+        last = trainable._LAST_MODEL[1] if trainable._LAST_MODEL is not None else None
         try:
-            train_fold(config, spec)
+            trainable.train_fold(config, spec)
         finally:
             ev["t_end"] = _time.time()
+            ev["model_reused"] = last is not None and trainable._LAST_MODEL is not None and trainable._LAST_MODEL[1] is last
             ev["rss_mb"], ev["hwm_mb"] = rss_mb()
             with open(os.path.join(events_dir, f"{os.getpid()}.jsonl"), "a") as f:
                 f.write(json.dumps(ev) + "\n")
@@ -273,7 +279,7 @@ def instrumented_search_class():
 
 # -- one glimr_cv run -------------------------------------------------------------------------------------
 def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, reuse: bool = True,
-              max_concurrent_trials: int | None = None, keep: bool = False) -> dict:
+              max_concurrent_trials: int | None = None, keep: bool = False, reuse_models: bool = True) -> dict:
     from ray import cloudpickle
 
     from glimr_cv.demo import builder, loader
@@ -283,7 +289,7 @@ def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, r
     events_dir = os.path.join(root, f"{label}_events")
     os.makedirs(events_dir, exist_ok=True)
     search = instrumented_search_class()(make_space(epochs), builder, loader, metric=METRIC, mode="max",
-                                         cv_folds=FOLDS, racing=None, seed=seed)
+                                         cv_folds=FOLDS, racing=None, seed=seed, reuse_models=reuse_models)
     search.events_dir = events_dir
     search.set_reporter(max_report_frequency=0)
     with contextlib.nullcontext() if reuse else new_actor_per_trial():
@@ -303,6 +309,7 @@ def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, r
         "configs": configs,
         "epochs": epochs,
         "reuse_actors": reuse,
+        "reuse_models": reuse_models,
         "wall_seconds": wall,
         "t_experiment_start": t0,
         "t_experiment_end": t1,
@@ -316,9 +323,10 @@ def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, r
     slots = max_concurrent_trials or SLOTS
     record["slots"] = slots
     record["efficiency"] = record["fit_seconds"] / (wall * slots)
+    record["model_reuse_rate"] = sum(bool(e.get("model_reused")) for e in events) / max(len(events), 1)
     log(f"  {label}: {record['complete_folds']} folds ({record['failed_folds']} failed) in {wall:.1f} s, "
         f"fit {record['fit_seconds']:.1f} s, efficiency {record['efficiency']:.3f}, "
-        f"{len(record['worker_pids'])} worker process(es)")
+        f"{len(record['worker_pids'])} worker process(es), model reused in {record['model_reuse_rate']:.0%} of folds")
     if not keep:
         shutil.rmtree(os.path.join(root, label), ignore_errors=True)
     return record
@@ -695,7 +703,7 @@ def main(argv=None) -> int:
                         help="configurations of the new-actor baseline (default: --configs; 2 with --quick)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per fold (default 8, as the demo)")
     parser.add_argument("--rss-folds", type=int, default=None, help="fold trainings of the memory run (200; 30 quick)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: kerastuner,new_actor,rss,scheduler")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: kerastuner,no_model_reuse,new_actor,rss,scheduler")
     parser.add_argument("--details", default=None, help="write every run's per-fold timings to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the experiment directories")
     parser.add_argument("--_kerastuner-worker", dest="kt_worker", default=None, help=argparse.SUPPRESS)
@@ -767,6 +775,20 @@ def main(argv=None) -> int:
                 report["kerastuner_wall_ratio"] = kt["search_seconds"] / glimr_wall
                 detail["kerastuner_wall_ratio_with_import"] = kt["with_import_seconds"] / glimr_wall
                 detail["kerastuner_fit_seconds_ratio"] = kt["fit_seconds"] / runs["default"]["fit_seconds"]
+
+        if "no_model_reuse" not in skip:
+            log(f"reuse_models=False: {args.configs} configurations x {FOLDS} folds ...")
+            runs["no_model_reuse"] = run_glimr("no_model_reuse", root, args.configs, args.epochs, keep=args.keep,
+                                               reuse_models=False)
+            detail["no_model_reuse"] = {k: v for k, v in runs["no_model_reuse"].items() if k != "events"}
+            detail["breakdown_no_model_reuse"] = breakdown(runs["no_model_reuse"])
+            # what model reuse buys, measured in this run: wall without it / wall with it
+            detail["model_reuse_wall_gain"] = runs["no_model_reuse"]["wall_seconds"] / runs["default"]["wall_seconds"]
+            if report["kerastuner_wall_ratio"] is not None:
+                detail["kerastuner_wall_ratio_without_model_reuse"] = (detail["kerastuner"]["search_seconds"]
+                                                                       / runs["no_model_reuse"]["wall_seconds"])
+            log(f"  wall without / with model reuse: {detail['model_reuse_wall_gain']:.2f}")
+            log(format_breakdown(detail["breakdown_no_model_reuse"], "where the time goes, reuse_models=False:"))
 
         if "new_actor" not in skip:
             log(f"new actor per trial: {args.new_actor_configs} configurations x {FOLDS} folds ...")

@@ -139,6 +139,12 @@ class Search:
         rule's own (1, or 2 for "paired").
     max_failures : int
         Retries of a fold whose worker dies or raises before it counts as failed.
+    reuse_models : bool
+        When a worker trains another fold of the configuration it trained last, train
+        its previous Keras model with every variable reset to the builder's fresh
+        model for the new fold, so that Keras does not trace the train step again
+        (identical results; see :func:`glimr_cv.trainable.fold_model`). Turn off for
+        models that keep state outside Keras variables.
     """
 
     def __init__(
@@ -156,6 +162,7 @@ class Search:
         racing: str | RacingRule | None = "forgiving",
         min_folds: int | None = None,
         max_failures: int = 2,
+        reuse_models: bool = True,
     ):
         self._parsed = validate_space(space)
         self.space = space
@@ -190,6 +197,9 @@ class Search:
             raise ValueError("min_folds: set it on the RacingRule object itself, not both")
         _check_int("max_failures", max_failures, 0)
         self.max_failures = max_failures
+        if not isinstance(reuse_models, bool):
+            raise TypeError(f"reuse_models: expected True or False, but got {reuse_models!r}")
+        self.reuse_models = reuse_models
         _check_picklable(space, builder, loader)
         self.set_checkpoints()
         self.set_reporter()
@@ -251,6 +261,7 @@ class Search:
             fit_kwargs=self.fit_kwargs,
             stopper=self.stopper,
             seed=self.seed,
+            reuse_models=self.reuse_models,
         )
 
     def _trainable(self):

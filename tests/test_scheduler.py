@@ -7,10 +7,27 @@ import random
 
 import pytest
 
-from glimr_cv.racing import Aggressive, Forgiving, Paired
+from glimr_cv.racing import Aggressive, Forgiving, Paired, RacingRule
 from glimr_cv.scheduler import DONE, NEW, STATUSES, WAIT, FoldScheduler, Run
 
 FINAL_STATUSES = {"complete", "pruned", "failed", "incomplete"}
+
+
+class NeverStops(RacingRule):
+    """Racing on, but nothing is ever stopped: the next-fold rule without pruning."""
+
+    def _worse(self, scores, incumbent):
+        return False
+
+
+def depth_first(*args, **kwargs):
+    """A scheduler with ``explore=1``: the first configuration completes before a second starts.
+
+    Most mechanics below are easiest to follow step by step that way; the default
+    ``explore`` has its own tests. Unless a test says otherwise, racing is on but
+    never stops anything (without racing, started configurations always go first).
+    """
+    return FoldScheduler(*args, **{"explore": 1, "racing": NeverStops(), **kwargs})
 
 
 class Sim:
@@ -107,7 +124,7 @@ def complete_incumbent(s, scores):
 
 def test_bad_mode_is_rejected():
     with pytest.raises(ValueError, match=r"mode: expected 'min' or 'max', but got 'maximize'"):
-        FoldScheduler(3, mode="maximize")
+        depth_first(3, mode="maximize")
 
 
 def test_statuses_constant():
@@ -115,7 +132,7 @@ def test_statuses_constant():
 
 
 def test_first_decision_asks_for_a_configuration():
-    s = FoldScheduler(3)
+    s = depth_first(3)
     assert s.next() == NEW
     assert s.add_config({"a": 1}) == Run(0, 0)
     assert s.configs[0].params == {"a": 1}
@@ -124,7 +141,7 @@ def test_first_decision_asks_for_a_configuration():
 
 
 def test_add_config_when_not_allowed_raises():
-    s = FoldScheduler(3, max_configs=1)
+    s = depth_first(3, max_configs=1)
     s.add_config({})
     with pytest.raises(RuntimeError, match="no new configuration may start"):
         s.add_config({})
@@ -138,7 +155,9 @@ def test_add_config_when_not_allowed_raises():
 def test_first_configuration_is_dispatched_depth_first(slots, racing):
     n_folds = 4
     table = noisy_table(0, 6, n_folds)
-    sim = Sim(FoldScheduler(n_folds, racing=racing, max_configs=6), table, slots).run()
+    # without racing, depth first is the default: configurations finish one after another
+    s = FoldScheduler(n_folds, racing=None, max_configs=6) if racing is None else depth_first(n_folds, racing=racing, max_configs=6)
+    sim = Sim(s, table, slots).run()
     first_other = next(i for i, r in enumerate(sim.dispatched) if r.config_id != 0)
     assert sim.dispatched[:first_other] == [Run(0, f) for f in range(n_folds)]
 
@@ -146,7 +165,7 @@ def test_first_configuration_is_dispatched_depth_first(slots, racing):
 def test_without_incumbent_started_configs_continue_before_new_ones():
     # two slots, n_folds=3: config 1 starts while config 0's last fold is in flight;
     # with no incumbent yet, config 1 keeps its folds ahead of a third configuration
-    s = FoldScheduler(3)
+    s = depth_first(3)
     assert s.next() == NEW and s.add_config({}) == Run(0, 0)
     assert s.next() == Run(0, 1)
     s.finish(0, 0, 0.5)
@@ -160,7 +179,7 @@ def test_without_incumbent_started_configs_continue_before_new_ones():
 
 @pytest.mark.parametrize("score, expected", [(0.9, Run(1, 1)), (0.75, Run(1, 1)), (0.74, NEW), (0.1, NEW)])
 def test_after_incumbent_only_configs_matching_its_mean_continue(score, expected):
-    s = FoldScheduler(3)  # no racing, so nothing is pruned
+    s = depth_first(3)  # no racing, so nothing is pruned
     complete_incumbent(s, [0.75, 0.5, 1.0])  # mean exactly 0.75
     assert s.next() == NEW
     assert s.add_config({}) == Run(1, 0)
@@ -169,7 +188,7 @@ def test_after_incumbent_only_configs_matching_its_mean_continue(score, expected
 
 
 def test_unscored_config_waits_behind_a_new_one_after_incumbent():
-    s = FoldScheduler(3)
+    s = depth_first(3)
     complete_incumbent(s, [0.5, 0.5, 0.5])
     assert s.next() == NEW and s.add_config({}) == Run(1, 0)
     # config 1 has no finished fold yet: not competitive, so a new configuration starts
@@ -177,7 +196,7 @@ def test_unscored_config_waits_behind_a_new_one_after_incumbent():
 
 
 def test_heap_serves_best_mean_first():
-    s = FoldScheduler(3, max_configs=5)
+    s = depth_first(3, max_configs=5)
     complete_incumbent(s, [0.6, 0.6, 0.6])
     for cid in (1, 2, 3, 4):
         assert s.next() == NEW
@@ -185,12 +204,14 @@ def test_heap_serves_best_mean_first():
     for cid, score in zip((1, 2, 3, 4), (0.9, 0.7, 0.8, 0.2)):
         s.finish(cid, 0, score)
     order = [s.next() for _ in range(8)]
-    assert order == [Run(1, 1), Run(1, 2), Run(3, 1), Run(3, 2), Run(2, 1), Run(2, 2), Run(4, 1), Run(4, 2)]
+    # config 4 is behind the incumbent: no configuration may start, so it gets its next
+    # fold, but not the one after while that fold's score, which may stop it, is unknown
+    assert order == [Run(1, 1), Run(1, 2), Run(3, 1), Run(3, 2), Run(2, 1), Run(2, 2), Run(4, 1), WAIT]
     assert s.next() == WAIT
 
 
 def test_heap_order_follows_updated_means():
-    s = FoldScheduler(3, max_configs=3)
+    s = depth_first(3, max_configs=3)
     complete_incumbent(s, [0.5, 0.5, 0.5])
     for cid in (1, 2):
         assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
@@ -204,7 +225,7 @@ def test_heap_order_follows_updated_means():
 
 
 def test_ties_in_means_go_to_the_older_configuration():
-    s = FoldScheduler(3, max_configs=4)
+    s = depth_first(3, max_configs=4)
     complete_incumbent(s, [0.5, 0.5, 0.5])
     for cid in (1, 2, 3):
         assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
@@ -215,16 +236,15 @@ def test_ties_in_means_go_to_the_older_configuration():
 
 
 def test_unscored_configs_come_after_scored_ones_oldest_first():
-    s = FoldScheduler(3, max_configs=4)
-    complete_incumbent(s, [0.5, 0.5, 0.5])
-    for cid in (1, 2, 3):
+    s = depth_first(3, max_configs=3, explore=3)  # no incumbent: every configuration is competitive
+    for cid in (0, 1, 2):
         assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
-    s.finish(3, 0, 0.1)  # scored but poor; configs 1 and 2 have no finished fold
-    assert [s.next() for _ in range(6)] == [Run(3, 1), Run(3, 2), Run(1, 1), Run(1, 2), Run(2, 1), Run(2, 2)]
+    s.finish(2, 0, 0.1)  # scored but poor; configs 0 and 1 have no finished fold
+    assert [s.next() for _ in range(6)] == [Run(2, 1), Run(2, 2), Run(0, 1), Run(0, 2), Run(1, 1), Run(1, 2)]
 
 
 def test_incumbent_ties_go_to_the_older_configuration():
-    s = FoldScheduler(2, max_configs=3)
+    s = depth_first(2, max_configs=3)
     table = [[0.5, 1.0], [1.0, 0.5], [0.75, 0.75]]
     Sim(s, table, slots=1).run()
     assert [s.configs[c].status for c in range(3)] == ["complete"] * 3
@@ -233,7 +253,7 @@ def test_incumbent_ties_go_to_the_older_configuration():
 
 def test_incumbent_is_the_best_complete_mean():
     table = noisy_table(3, 12, 3, sd=0.05)
-    s = FoldScheduler(3, max_configs=12)
+    s = depth_first(3, max_configs=12)
     sim = Sim(s, table, slots=3)
     while sim.step():
         complete = {c: st.mean for c, st in s.configs.items() if st.status == "complete"}
@@ -246,7 +266,7 @@ def test_incumbent_is_the_best_complete_mean():
 
 
 def test_partial_mean_does_not_make_an_incumbent():
-    s = FoldScheduler(3)
+    s = depth_first(3)
     complete_incumbent(s, [0.5, 0.5, 0.5])
     assert s.next() == NEW and s.add_config({}) == Run(1, 0)
     s.finish(1, 0, 0.99)
@@ -261,8 +281,8 @@ def test_partial_mean_does_not_make_an_incumbent():
 def test_mode_min_mirrors_mode_max(racing, seed, slots):
     table = noisy_table(seed, 15, 4, sd=0.05)
     neg = [[-v for v in row] for row in table]
-    hi = Sim(FoldScheduler(4, mode="max", racing=racing, max_configs=15), table, slots).run()
-    lo = Sim(FoldScheduler(4, mode="min", racing=racing, max_configs=15), neg, slots).run()
+    hi = Sim(depth_first(4, mode="max", racing=racing, max_configs=15), table, slots).run()
+    lo = Sim(depth_first(4, mode="min", racing=racing, max_configs=15), neg, slots).run()
     assert lo.decisions == hi.decisions
     assert {c: st.status for c, st in lo.s.configs.items()} == {c: st.status for c, st in hi.s.configs.items()}
     assert lo.s.best() == hi.s.best()
@@ -270,7 +290,7 @@ def test_mode_min_mirrors_mode_max(racing, seed, slots):
 
 
 def test_mode_min_prefers_lower_scores():
-    s = FoldScheduler(3, mode="min", max_configs=3)
+    s = depth_first(3, mode="min", max_configs=3)
     complete_incumbent(s, [0.5, 0.5, 0.5])
     for cid in (1, 2):
         assert s.next() == NEW and s.add_config({}) == Run(cid, 0)
@@ -282,10 +302,11 @@ def test_mode_min_prefers_lower_scores():
 # -- exhaustive search -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("explore", [1, None])
 @pytest.mark.parametrize("n_configs, n_folds, slots", [(1, 1, 1), (5, 3, 1), (7, 5, 2), (10, 4, 3), (4, 10, 8)])
-def test_exhaustive_runs_every_fold_exactly_once(n_configs, n_folds, slots):
+def test_exhaustive_runs_every_fold_exactly_once(n_configs, n_folds, slots, explore):
     table = noisy_table(n_configs, n_configs, n_folds, sd=0.2)
-    s = FoldScheduler(n_folds, racing=None, max_configs=n_configs)
+    s = FoldScheduler(n_folds, racing=None, max_configs=n_configs, explore=explore)
     sim = Sim(s, table, slots).run()
     assert len(sim.dispatched) == len(set(sim.dispatched)) == n_configs * n_folds
     assert set(sim.dispatched) == {Run(c, f) for c in range(n_configs) for f in range(n_folds)}
@@ -298,7 +319,7 @@ def test_exhaustive_runs_every_fold_exactly_once(n_configs, n_folds, slots):
 
 
 def test_done_once_nothing_runs_and_nothing_may_start():
-    s = FoldScheduler(2, max_configs=1)
+    s = depth_first(2, max_configs=1)
     assert s.next() == NEW and s.add_config({}) == Run(0, 0)
     assert s.next() == Run(0, 1)
     assert s.next() == WAIT
@@ -314,7 +335,7 @@ def test_done_once_nothing_runs_and_nothing_may_start():
 def test_forgiving_prunes_a_clearly_bad_config_after_one_fold():
     n_folds = 5
     table = const_table([0.8, 0.1, 0.8], n_folds)
-    s = FoldScheduler(n_folds, racing=Forgiving(), max_configs=3)
+    s = depth_first(n_folds, racing=Forgiving(), max_configs=3)
     sim = Sim(s, table, slots=1).run()
     assert s.configs[1].status == "pruned"
     assert s.configs[1].scores == {0: 0.1}
@@ -326,7 +347,7 @@ def test_forgiving_prunes_a_clearly_bad_config_after_one_fold():
 
 
 def test_pruned_config_in_flight_folds_are_kept_but_status_stays_pruned():
-    s = FoldScheduler(4, racing=Forgiving(), max_configs=2)
+    s = depth_first(4, racing=Forgiving(), max_configs=2)
     complete_incumbent(s, [0.8, 0.7, 0.9, 0.8])  # mean 0.8, worst fold 0.7
     s.pop_events()
     assert s.next() == NEW and s.add_config({}) == Run(1, 0)
@@ -351,7 +372,7 @@ def test_pruned_config_in_flight_folds_are_kept_but_status_stays_pruned():
 
 
 def test_pruned_config_never_becomes_incumbent_even_if_its_late_folds_are_great():
-    s = FoldScheduler(2, racing=Aggressive(), max_configs=2)
+    s = depth_first(2, racing=Aggressive(), max_configs=2)
     complete_incumbent(s, [0.5, 0.5])
     assert s.next() == NEW and s.add_config({}) == Run(1, 0)
     s.finish(1, 0, 0.6)
@@ -360,7 +381,7 @@ def test_pruned_config_never_becomes_incumbent_even_if_its_late_folds_are_great(
     assert s.configs[1].status == "complete"
     assert s.best() == 1  # control: a complete better config takes over
 
-    s = FoldScheduler(4, racing=Aggressive(), max_configs=2)
+    s = depth_first(4, racing=Aggressive(), max_configs=2)
     complete_incumbent(s, [0.5, 0.5, 0.5, 0.5])
     assert s.next() == NEW and s.add_config({}) == Run(1, 0)
     s.finish(1, 0, 0.6)
@@ -376,11 +397,12 @@ def test_pruned_config_never_becomes_incumbent_even_if_its_late_folds_are_great(
     assert s.best() == 0
 
 
+@pytest.mark.parametrize("explore", [1, None])
 @pytest.mark.parametrize("racing", [Forgiving(), Aggressive(), Paired()])
 @pytest.mark.parametrize("slots", [1, 2, 4])
-def test_racing_never_dispatches_folds_of_pruned_configs(racing, slots):
+def test_racing_never_dispatches_folds_of_pruned_configs(racing, slots, explore):
     table = noisy_table(11, 20, 5, sd=0.03, spacing=0.03)
-    s = FoldScheduler(5, racing=racing, max_configs=20)
+    s = FoldScheduler(5, racing=racing, max_configs=20, explore=explore)
     sim = Sim(s, table, slots).run()
     assert len(sim.dispatched) == len(set(sim.dispatched))
     pruned = [c for c, st in s.configs.items() if st.status == "pruned"]
@@ -400,7 +422,7 @@ def test_racing_never_dispatches_folds_of_pruned_configs(racing, slots):
 def test_events_report_complete_and_pruned_with_the_cv_mean():
     n_folds = 3
     table = [[0.8, 0.7, 0.9], [0.1, 0.2, 0.3], [0.9, 0.8, 1.0]]
-    s = FoldScheduler(n_folds, racing=Forgiving(), max_configs=3)
+    s = depth_first(n_folds, racing=Forgiving(), max_configs=3)
     sim = Sim(s, table, slots=1)
     events = []
     while sim.step():
@@ -420,10 +442,11 @@ def test_events_report_complete_and_pruned_with_the_cv_mean():
 @pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
 @pytest.mark.parametrize("budget", [0, 1, 3, 4, 7, 10, 13, 25, 60])
 @pytest.mark.parametrize("slots", [1, 3])
-def test_fold_budget_is_never_exceeded(racing, budget, slots):
+@pytest.mark.parametrize("explore", [1, None])
+def test_fold_budget_is_never_exceeded(racing, budget, slots, explore):
     n_folds = 4
     table = noisy_table(budget, 30, n_folds, sd=0.05)
-    s = FoldScheduler(n_folds, racing=racing, max_fold_trainings=budget, max_configs=30)
+    s = FoldScheduler(n_folds, racing=racing, max_fold_trainings=budget, max_configs=30, explore=explore)
     sim = Sim(s, table, slots)
     while sim.step():
         assert s.n_started <= budget
@@ -442,7 +465,7 @@ def test_fold_budget_is_never_exceeded(racing, budget, slots):
 
 
 def test_budget_smaller_than_n_folds_starts_nothing():
-    s = FoldScheduler(5, max_fold_trainings=4)
+    s = depth_first(5, max_fold_trainings=4)
     assert s.can_start_config() is False
     assert s.next() == DONE
     assert s.configs == {}
@@ -452,7 +475,7 @@ def test_budget_exhausted_leaves_unfinished_configs_incomplete():
     # 1 slot, budget 7: config 0 runs its 3 folds (the incumbent, 0.8); config 1 gets one
     # fold (0.5, not competitive); config 2 starts with the last 3 folds of budget and,
     # as no configuration may start any more, runs to completion; config 1 is left unfinished
-    s = FoldScheduler(3, max_fold_trainings=7)
+    s = depth_first(3, max_fold_trainings=7)
     table = const_table([0.8, 0.5, 0.6, 0.7], 3)
     sim = Sim(s, table, slots=1).run()
     assert s.n_started == 7
@@ -468,7 +491,7 @@ def test_budget_exhausted_leaves_unfinished_configs_incomplete():
 @pytest.mark.parametrize("racing", [None, Forgiving()])
 def test_max_configs_is_respected(max_configs, racing):
     table = noisy_table(5, 10, 3, sd=0.05)
-    s = FoldScheduler(3, racing=racing, max_configs=max_configs)
+    s = depth_first(3, racing=racing, max_configs=max_configs)
     sim = Sim(s, table, slots=2).run()
     assert len(s.configs) == max_configs
     assert sim.decisions.count(NEW) == max_configs
@@ -476,7 +499,7 @@ def test_max_configs_is_respected(max_configs, racing):
 
 
 def test_close_stops_new_configs_and_finishes_started_ones():
-    s = FoldScheduler(3)
+    s = depth_first(3)
     assert s.next() == NEW and s.add_config({}) == Run(0, 0)
     assert s.next() == Run(0, 1)
     s.close()
@@ -490,7 +513,7 @@ def test_close_stops_new_configs_and_finishes_started_ones():
 
 
 def test_close_lets_non_competitive_configs_run_their_folds():
-    s = FoldScheduler(2, racing=None)
+    s = depth_first(2, racing=None)
     complete_incumbent(s, [0.9, 0.9])
     assert s.next() == NEW and s.add_config({}) == Run(1, 0)
     s.finish(1, 0, 0.1)
@@ -505,7 +528,7 @@ def test_close_lets_non_competitive_configs_run_their_folds():
 
 
 def test_fail_marks_config_failed_and_stops_its_folds():
-    s = FoldScheduler(4, max_configs=2)
+    s = depth_first(4, max_configs=2)
     assert s.next() == NEW and s.add_config({}) == Run(0, 0)
     assert s.next() == Run(0, 1)
     s.fail(0, 0, "out of memory")
@@ -525,7 +548,7 @@ def test_fail_marks_config_failed_and_stops_its_folds():
 
 
 def test_second_failure_keeps_the_first_error():
-    s = FoldScheduler(3)
+    s = depth_first(3)
     s.add_config({})
     assert s.next() == Run(0, 1)
     s.fail(0, 0, "first")
@@ -536,7 +559,7 @@ def test_second_failure_keeps_the_first_error():
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, None])
 def test_non_finite_score_fails_the_config(bad):
-    s = FoldScheduler(3, max_configs=1)
+    s = depth_first(3, max_configs=1)
     s.add_config({})
     s.finish(0, 0, bad)
     st = s.configs[0]
@@ -548,7 +571,7 @@ def test_non_finite_score_fails_the_config(bad):
 
 
 def test_failed_config_never_becomes_incumbent():
-    s = FoldScheduler(2, max_configs=2)
+    s = depth_first(2, max_configs=2)
     table = [[0.9, math.nan], [0.5, 0.5]]
     Sim(s, table, slots=1).run()
     assert s.configs[0].status == "failed"
@@ -560,7 +583,7 @@ def test_failed_config_never_becomes_incumbent():
 
 @pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
 def test_single_split_completes_each_config_after_one_fold(racing):
-    s = FoldScheduler(1, racing=racing, max_configs=6)
+    s = depth_first(1, racing=racing, max_configs=6)
     table = [[v] for v in (0.3, 0.9, 0.1, 0.5, 0.95, 0.2)]
     sim = Sim(s, table, slots=2)
     while sim.step():
@@ -577,9 +600,10 @@ def test_single_split_completes_each_config_after_one_fold(racing):
 
 @pytest.mark.parametrize("racing", [None, Forgiving(), Paired()])
 @pytest.mark.parametrize("cut", [3, 12, 25])
-def test_pickled_scheduler_continues_identically(racing, cut):
+@pytest.mark.parametrize("explore", [1, None])
+def test_pickled_scheduler_continues_identically(racing, cut, explore):
     table = noisy_table(7, 20, 4, sd=0.03)
-    original = Sim(FoldScheduler(4, racing=racing, max_configs=20, max_fold_trainings=60), table, slots=2)
+    original = Sim(FoldScheduler(4, racing=racing, max_configs=20, max_fold_trainings=60, explore=explore), table, slots=2)
     for _ in range(cut):
         assert original.step()
     copy = Sim(pickle.loads(pickle.dumps(original.s)), table, slots=2)
@@ -597,12 +621,13 @@ def test_pickled_scheduler_continues_identically(racing, cut):
 # -- a larger synthetic benchmark ------------------------------------------------------
 
 
+@pytest.mark.parametrize("explore", [1, None])
 @pytest.mark.parametrize("seed", range(6))
-def test_forgiving_saves_half_the_folds_and_picks_the_exhaustive_winner(seed):
+def test_forgiving_saves_half_the_folds_and_picks_the_exhaustive_winner(seed, explore):
     n_configs, n_folds = 40, 5
     table = noisy_table(seed, n_configs, n_folds, sd=0.01, spacing=0.01)
-    exhaustive = Sim(FoldScheduler(n_folds, racing=None, max_configs=n_configs), table, slots=2).run()
-    racing = Sim(FoldScheduler(n_folds, racing=Forgiving(), max_configs=n_configs), table, slots=2).run()
+    exhaustive = Sim(FoldScheduler(n_folds, racing=None, max_configs=n_configs, explore=explore), table, slots=2).run()
+    racing = Sim(FoldScheduler(n_folds, racing=Forgiving(), max_configs=n_configs, explore=explore), table, slots=2).run()
     assert exhaustive.s.n_started == n_configs * n_folds
     assert racing.s.n_started <= 0.5 * exhaustive.s.n_started
     assert racing.s.n_started + racing.s.fold_trainings_saved == n_configs * n_folds
@@ -623,7 +648,9 @@ def test_invariants_hold_under_random_scores_failures_and_close(seed):
     racing = rng.choice([None, Forgiving(), Aggressive(), Paired(), Forgiving(min_folds=2)])
     mode = rng.choice(["max", "min"])
     budget = rng.choice([None, rng.randint(0, 40)])
-    s = FoldScheduler(n_folds, mode=mode, racing=racing, max_configs=rng.randint(1, 12), max_fold_trainings=budget)
+    explore = rng.choice([None, rng.randint(1, 12)])
+    s = FoldScheduler(n_folds, mode=mode, racing=racing, max_configs=rng.randint(1, 12), max_fold_trainings=budget,
+                      explore=explore)
     table = {}
 
     def score(c, f):
@@ -634,6 +661,7 @@ def test_invariants_hold_under_random_scores_failures_and_close(seed):
     sim = Sim(s, score, slots=rng.randint(1, 4))
     pruned_after = {}  # config_id -> number of folds dispatched when it was pruned
     while sim.fill() != DONE:
+        assert s.n_running == len(sim.running)
         for c, st in s.configs.items():
             if st.status == "pruned":
                 pruned_after.setdefault(c, len(sim.dispatched))
@@ -647,6 +675,7 @@ def test_invariants_hold_under_random_scores_failures_and_close(seed):
 
     assert len(sim.dispatched) == len(set(sim.dispatched))
     assert budget is None or s.n_started <= budget
+    assert s.n_running == 0
     for c, st in s.configs.items():
         assert st.status in FINAL_STATUSES
         assert not st.running and not st.todo
@@ -662,3 +691,95 @@ def test_invariants_hold_under_random_scores_failures_and_close(seed):
     else:
         assert s.best() is None
     assert s.fold_trainings_saved == sum(st.skipped for st in s.configs.values() if st.status == "pruned")
+
+
+# -- explore: first folds of several configurations before any second fold -------------
+
+
+@pytest.mark.parametrize("n_folds", [2, 3, 5])
+def test_default_explore_runs_first_folds_of_two_n_folds_configs_first(n_folds):
+    table = noisy_table(3, 30, n_folds, sd=0.01)
+    s = FoldScheduler(n_folds, racing=Forgiving(), max_configs=30)
+    assert s.explore == 2 * n_folds
+    sim = Sim(s, table, slots=1).run()
+    explored = 2 * n_folds
+    assert sim.dispatched[:explored] == [Run(c, 0) for c in range(explored)]
+    # then the best first fold is completed first and becomes the first incumbent
+    best_first = max(range(explored), key=lambda c: table[c][0])
+    assert sim.dispatched[explored:explored + n_folds - 1] == [Run(best_first, f) for f in range(1, n_folds)]
+    first_complete = next(e for e in sim.finished if e[1] == n_folds - 1)
+    assert first_complete[0] == best_first
+
+
+def test_explore_stops_at_max_configs():
+    s = FoldScheduler(5, racing=Forgiving(), max_configs=3)  # explore would be 10
+    sim = Sim(s, const_table([0.5, 0.7, 0.6], 5), slots=1).run()
+    assert sim.dispatched[:3] == [Run(0, 0), Run(1, 0), Run(2, 0)]
+    assert sim.dispatched[3:7] == [Run(1, f) for f in range(1, 5)]
+
+
+@pytest.mark.parametrize("explore", [0, 1, 4, 100])
+def test_any_explore_keeps_every_fold_once_and_the_exhaustive_winner(explore):
+    table = noisy_table(4, 12, 4, sd=0.01, spacing=0.02)
+    sim = Sim(FoldScheduler(4, racing=Forgiving(), max_configs=12, explore=explore), table, slots=2).run()
+    assert len(sim.dispatched) == len(set(sim.dispatched))
+    assert sim.s.best() == max(range(12), key=lambda c: cv_mean(table[c]))
+
+
+# -- once no configuration may start, a configuration that is behind waits for its folds --
+
+
+def _behind_with_fold_in_flight(racing):
+    """Incumbent 0 (mean 0.8, worst fold 0.7), then config 1 scores 0.75 on fold 0 (kept,
+    but behind), no further configuration may start, and fold 1 of config 1 is handed out."""
+    s = depth_first(3, racing=racing, max_configs=2)
+    complete_incumbent(s, [0.9, 0.7, 0.8])
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.75)
+    assert s.next() == Run(1, 1)  # nothing else to run: the slot is not left idle
+    return s
+
+
+def test_behind_config_with_a_fold_in_flight_is_passed_over():
+    s = _behind_with_fold_in_flight(Aggressive(min_folds=2))
+    assert s.next() == WAIT  # fold 1's score may still stop config 1
+    assert s.n_running == 1
+    s.finish(1, 1, 0.5)  # mean 0.625 < incumbent's 0.8: stopped before fold 2 ever starts
+    assert s.next() == DONE
+    assert s.configs[1].status == "pruned" and s.configs[1].skipped == 1
+
+
+def test_passed_over_config_gets_its_fold_when_its_scores_keep_it():
+    s = _behind_with_fold_in_flight(Forgiving())
+    assert s.next() == WAIT
+    s.finish(1, 1, 0.76)  # mean 0.755 >= incumbent's worst fold 0.7: not stopped
+    assert s.next() == Run(1, 2)
+
+
+def test_exhaustive_never_passes_over_a_config():
+    s = _behind_with_fold_in_flight(None)
+    assert s.next() == Run(1, 2)  # every fold runs anyway: keep the slot busy
+
+
+def test_a_config_without_folds_in_flight_runs_while_another_is_passed_over():
+    s = depth_first(3, racing=Forgiving(), max_configs=3)
+    complete_incumbent(s, [0.9, 0.7, 0.8])
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    assert s.next() == NEW and s.add_config({}) == Run(2, 0)
+    s.finish(1, 0, 0.75)
+    s.finish(2, 0, 0.74)
+    assert s.next() == Run(1, 1)  # best mean first
+    assert s.next() == Run(2, 1)  # config 1 is behind with fold 1 in flight: config 2 goes instead
+    assert s.next() == WAIT
+    assert s.n_running == 2
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_without_racing_started_configurations_always_finish_first(slots):
+    # every fold runs anyway: a configuration starts only when no started one has folds left
+    table = noisy_table(2, 8, 4, sd=0.2)
+    sim = Sim(FoldScheduler(4, racing=None, max_configs=8), table, slots).run()
+    for i, run in enumerate(sim.dispatched):
+        if run.fold == 0 and run.config_id > 0:
+            earlier = {r for r in sim.dispatched[:i]}
+            assert all(Run(c, f) in earlier for c in range(run.config_id) for f in range(4))
