@@ -66,8 +66,8 @@ How to run (from the repository root)::
 "forgiving" only (measured 1.5 minutes on a quiet 2-core machine and 5.5 minutes
 when other jobs kept the load average near 7; add ``--rules
 forgiving,aggressive,paired`` for all rules, about twice as long). The full run
-(30 x 5 x 6 epochs, 3 seeds, all rules) took 33-54 minutes on a shared 2-core
-machine. ``--seeds N``,
+(30 x 5 x 6 epochs, 3 seeds, all rules) took 11 minutes on a lightly loaded 2-core
+machine (33-54 minutes on a busy one before workers reused their models). ``--seeds N``,
 ``--configs N``, ``--epochs N`` override the workload; ``--rules`` picks rules; ``--details FILE`` writes every run's raw
 figures (fold scores, statuses) as JSON; ``--keep`` keeps the experiment
 directories. With ``--json`` exactly one JSON object is printed to stdout and

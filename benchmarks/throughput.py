@@ -81,8 +81,8 @@ was used; without it that comparison is skipped)::
     .venv/bin/pip install keras-tuner
     .venv/bin/python benchmarks/throughput.py [--quick] [--json]
 
-The full run takes 25-35 minutes on 2 cores (the new-actor baseline and the memory run
-are two thirds of it); ``--quick`` (6 configurations for the glimr_cv and KerasTuner
+The full run takes about 16 minutes on 2 cores (the new-actor baseline and the memory run
+are half of it); ``--quick`` (6 configurations for the glimr_cv and KerasTuner
 runs, 2 for the new-actor baseline, 30 folds for memory, whose target is then checked
 on the growth its slope projects to fold 200) about 3.5. ``--configs``, ``--epochs``,
 ``--new-actor-configs`` and ``--rss-folds`` override the workload, ``--skip`` leaves

@@ -13,7 +13,7 @@ from .trainable import META
 
 __all__ = ["read_folds", "experiment_table", "top_k_trials", "top_k_configs"]
 
-_BOOKKEEPING = {"fold_score", "fold_status", "best_epoch", "epochs", "fit_seconds", "error", "epoch",
+_BOOKKEEPING = {"fold_score", "fold_status", "best_epoch", "epochs", "fit_seconds", "model_reused", "error", "epoch",
                 "config_id", "fold", "final", "timestamp", "done", "training_iteration", "trial_id", "date",
                 "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
                 "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint", "config"}
@@ -31,8 +31,9 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
     """One row per (configuration, fold) trial found in an experiment directory.
 
     Columns: ``config_id, fold, status, <metrics at the best epoch>, best_epoch,
-    epochs, fit_seconds, checkpoint_path, trial_id, error, config``. ``status``
-    is "complete", "failed" or "running" (no final report yet).
+    epochs, fit_seconds, model_reused, checkpoint_path, trial_id, error, config``.
+    ``status`` is "complete", "failed" or "running" (no final report yet);
+    ``model_reused`` says whether the worker trained its previous fold's model, reset.
     """
     if not os.path.isdir(exp_dir):
         raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
@@ -74,6 +75,7 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
             "best_epoch": last.get("best_epoch"),
             "epochs": last.get("epochs", last.get("epoch")),
             "fit_seconds": last.get("fit_seconds"),
+            "model_reused": last.get("model_reused"),
             "checkpoint_path": checkpoints[-1] if checkpoints and status == "complete" else None,
             "trial_id": os.path.basename(trial_dir).split("_", 2)[-1],
             "error": error,
@@ -83,7 +85,8 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=["config_id", "fold", "status", "fold_score", "best_epoch", "epochs",
-                                     "fit_seconds", "checkpoint_path", "trial_id", "error", "config"])
+                                     "fit_seconds", "model_reused", "checkpoint_path", "trial_id", "error",
+                                     "config"])
     return df.sort_values(["config_id", "fold"]).reset_index(drop=True)
 
 

@@ -12,11 +12,12 @@ import pandas as pd
 
 from .notation import flatten
 
-__all__ = ["cv_table", "format_leaderboard", "SearchResults", "FOLD_COLUMNS"]
+__all__ = ["cv_table", "format_leaderboard", "SearchResults", "FOLD_COLUMNS", "FOLD_DETAILS"]
 
 #: Leading columns of ``SearchResults.folds``; metric columns follow ``status``.
 FOLD_COLUMNS = ["config_id", "fold", "status"]
-_FOLD_TAIL = ["best_epoch", "epochs", "fit_seconds", "checkpoint_path", "trial_id", "error"]
+#: Trailing columns of ``SearchResults.folds``, after the metrics.
+FOLD_DETAILS = ["best_epoch", "epochs", "fit_seconds", "model_reused", "checkpoint_path", "trial_id", "error"]
 _SCALARS = (str, int, float, bool, type(None), np.integer, np.floating, np.bool_)
 
 
@@ -129,7 +130,7 @@ class SearchResults:
         One row per configuration (see :func:`cv_table`), best first.
     folds : DataFrame
         One row per (configuration, fold): ``config_id, fold, status, <metrics>,
-        best_epoch, epochs, fit_seconds, checkpoint_path, trial_id, error``.
+        best_epoch, epochs, fit_seconds, model_reused, checkpoint_path, trial_id, error``.
     best_config_id : int or None
         The complete configuration with the best mean.
     best_config : dict or None

@@ -17,7 +17,7 @@ from .analysis import read_folds
 from .folds import check_loader
 from .notation import Choice, FloatRange, IntRange, TuneDomain, iter_leaves
 from .racing import RacingRule, get_rule
-from .results import SearchResults, cv_table, format_leaderboard
+from .results import FOLD_COLUMNS, FOLD_DETAILS, SearchResults, cv_table, format_leaderboard
 from .scheduler import FoldScheduler
 from .space import default_metric, metric_names, validate_space
 
@@ -501,8 +501,7 @@ class Search:
         # the scheduler knows why a fold stopped; disk knows the details
         folds = folds[folds["config_id"].isin(list(states))].reset_index(drop=True) if len(folds) else folds
         table = self._table(searcher, folds)
-        keep = ["config_id", "fold", "status", *[m for m in self.metric_names if m in folds.columns],
-                "best_epoch", "epochs", "fit_seconds", "checkpoint_path", "trial_id", "error"]
+        keep = [*FOLD_COLUMNS, *[m for m in self.metric_names if m in folds.columns], *FOLD_DETAILS]
         return SearchResults(
             path=path,
             metric=self.metric,

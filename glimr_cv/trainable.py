@@ -219,8 +219,9 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     Each epoch reports the validation metrics plus ``fold_score`` (the best value of
     ``spec.metric`` so far) and ``epoch``. A last report carries the best epoch's
     metrics, ``best_epoch``, ``epochs``, ``fit_seconds`` (time inside ``model.fit``),
+    ``model_reused`` (see :func:`fold_model`),
     ``fold_status`` ("complete" or "failed", with ``error``) and, when complete,
-    a checkpoint holding ``model.weights.h5`` and ``config.json``.
+    a checkpoint holding ``model.weights.h5`` and ``fold.json``.
     """
     import keras
     from ray import tune
@@ -234,7 +235,9 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     _drop_fold_gradients()
     # distinct for every (search seed, configuration, fold): seed s+1 must not reuse seed s's inits
     seed = (spec.seed * 1_000_003 + 1009 * meta["config_id"] + meta["fold"]) % 2**31
+    last = _LAST_MODEL[1] if _LAST_MODEL is not None else None
     model = fold_model(params, spec, seed, key=(spec.run_id, meta["config_id"]) if spec.reuse_models else None)
+    reused = model is last
     data_kwargs = {**params["data"], **spec.loader_kwargs}
     if spec.cv_folds:
         data_kwargs.update(cv_index=meta["fold"], cv_folds=spec.cv_folds)
@@ -281,6 +284,7 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
         "best_epoch": state["best_epoch"],
         "epochs": state["epochs"],
         "fit_seconds": fit_seconds,
+        "model_reused": reused,
         "config_id": meta["config_id"],
         "fold": meta["fold"],
     }

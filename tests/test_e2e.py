@@ -104,6 +104,22 @@ def test_glimr_analysis_functions_read_the_experiment_directory(digits_run):
     assert int(top["config_enum"].iloc[0]) == results.best_config_id
 
 
+def test_model_reuse_changes_no_fold_score(digits_run, tmp_path):
+    _, results, _ = digits_run
+    folds = results.folds.set_index(["config_id", "fold"])
+    assert folds["model_reused"].any()  # 3 folds per configuration on 2 workers: some reuse
+    record = tmp_path / "record"
+    record.mkdir()
+    search = Search(h.space(epochs=3), h.digits_builder, h.recording_loader, cv_folds=3, racing=None,
+                    loader_kwargs={"record_dir": str(record)}, seed=1, reuse_models=False)
+    fresh = search.experiment(str(tmp_path / "runs"), name="fresh", num_samples=3).folds.set_index(["config_id", "fold"])
+    assert not fresh["model_reused"].any()
+    assert fresh.index.sort_values().equals(folds.index.sort_values())
+    for key in folds.index:  # bit for bit: the reused model starts from the fresh model's state
+        assert fresh.loc[key, "digit_accuracy"] == folds.loc[key, "digit_accuracy"], key
+        assert fresh.loc[key, "best_epoch"] == folds.loc[key, "best_epoch"], key
+
+
 def test_existing_experiment_name_is_refused(digits_run, tmp_path):
     search, results, _ = digits_run
     with pytest.raises(FileExistsError, match="exists; use Search.restore"):
