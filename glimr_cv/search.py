@@ -143,8 +143,9 @@ class Search:
         When a worker trains another fold of the configuration it trained last, train
         its previous Keras model with every variable reset to the builder's fresh
         model for the new fold, so that Keras does not trace the train step again
-        (identical results; see :func:`glimr_cv.trainable.fold_model`). Turn off for
-        models that keep state outside Keras variables.
+        (identical results; see :func:`glimr_cv.trainable.fold_model`). While a fold
+        starts, the worker briefly holds the weights twice. Turn off for models that
+        keep state outside Keras variables, or whose weights fit in memory only once.
     """
 
     def __init__(

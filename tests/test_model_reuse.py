@@ -112,3 +112,21 @@ def test_a_builder_whose_variables_change_gets_a_new_model():
 def test_reuse_off_keeps_no_model():
     train(params(), spec(False), 0)
     assert trainable._LAST_MODEL is None
+
+
+def test_batch_norm_statistics_are_reset_too():
+    def builder(config):  # moving mean and variance are non-trainable variables
+        model, losses, weights, metrics = demo.builder(config)
+        inputs = keras.Input((64,))
+        outputs = model(keras.layers.BatchNormalization()(inputs))
+        return keras.Model(inputs, outputs), losses, weights, metrics
+
+    p = params()
+    fresh_spec = TrialSpec(**{**vars(spec(False)), "builder": builder})
+    reuse_spec = TrialSpec(**{**vars(spec(True)), "builder": builder})
+    fresh = [train(p, fresh_spec, fold) for fold in range(2)]
+    reused = [train(p, reuse_spec, fold) for fold in range(2)]
+    assert reused[1][0] is reused[0][0]
+    for (_, h_fresh, w_fresh), (_, h_reused, w_reused) in zip(fresh, reused):
+        assert h_reused == h_fresh
+        assert all(np.array_equal(a, b) for a, b in zip(w_fresh, w_reused))
