@@ -213,14 +213,12 @@ def make_timed_trainable(events_dir: str):
         fit_kwargs["callbacks"] = [*fit_kwargs.get("callbacks", []), FitTimer()]
         spec = dataclasses.replace(spec, builder=timed(spec.builder, "build"), loader=timed(spec.loader, "load"),
                                    fit_kwargs=fit_kwargs)
-        from glimr_cv import trainable
+        from glimr_cv.trainable import train_fold
 
-        last = trainable._LAST_MODEL[1] if trainable._LAST_MODEL is not None else None
         try:
-            trainable.train_fold(config, spec)
+            train_fold(config, spec)
         finally:
             ev["t_end"] = _time.time()
-            ev["model_reused"] = last is not None and trainable._LAST_MODEL is not None and trainable._LAST_MODEL[1] is last
             ev["rss_mb"], ev["hwm_mb"] = rss_mb()
             with open(os.path.join(events_dir, f"{os.getpid()}.jsonl"), "a") as f:
                 f.write(json.dumps(ev) + "\n")
@@ -323,7 +321,7 @@ def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, r
     slots = max_concurrent_trials or SLOTS
     record["slots"] = slots
     record["efficiency"] = record["fit_seconds"] / (wall * slots)
-    record["model_reuse_rate"] = sum(bool(e.get("model_reused")) for e in events) / max(len(events), 1)
+    record["model_reuse_rate"] = float(done["model_reused"].astype(bool).mean())
     log(f"  {label}: {record['complete_folds']} folds ({record['failed_folds']} failed) in {wall:.1f} s, "
         f"fit {record['fit_seconds']:.1f} s, efficiency {record['efficiency']:.3f}, "
         f"{len(record['worker_pids'])} worker process(es), model reused in {record['model_reuse_rate']:.0%} of folds")

@@ -106,7 +106,7 @@ def _prepare_worker(cpus: float | None = None) -> None:
 
     Sizes TensorFlow's thread pools to the ``cpus`` a fold reserved (TensorFlow's
     default is every core of the machine, so two 1-CPU folds on 2 cores fought over 4
-    threads and trained 1.2x slower). Freezes the objects alive after the
+    threads and fit 1.15x slower). Freezes the objects alive after the
     Keras/TensorFlow import (~400,000, alive as long as the process) so that the
     collection in every fold's ``clear_session()`` stops walking them, and remembers the
     entries of TensorFlow's gradient registry so that :func:`_drop_fold_gradients` can
@@ -162,16 +162,17 @@ def _signature(variables) -> list:
     return [(tuple(v.shape), str(v.dtype)) for v in variables]
 
 
-def fold_model(params: dict, spec: TrialSpec, seed: int, key: Any = None):
-    """The compiled model a new fold trains, with the builder's initial state for ``seed``.
+def fold_model(params: dict, spec: TrialSpec, seed: int, key: Any = None) -> tuple[Any, bool]:
+    """``(model, reused)``: the compiled model a new fold trains, in the builder's initial state for ``seed``.
 
     The builder always runs (after ``clear_session`` and ``set_random_seed(seed)``) and
     its model is compiled with a fresh optimizer. When ``key`` (the configuration's
     identity; ``None`` turns reuse off) equals that of this worker's previous fold and
-    the previous model has the same variables, the previous model is returned instead, with every variable (weights,
-    random-seed state, optimizer slots and step) set to the fresh model's values: the
-    fold trains exactly as the fresh model would, without tracing Keras's train and
-    test steps again (~1 s per fold for the demo MLP on one core).
+    the previous model has the same variables, the previous model is returned instead
+    (``reused`` is True), with every variable (weights, random-seed state, optimizer
+    slots and step) set to the fresh model's values: the fold trains exactly as the
+    fresh model would, without tracing Keras's train and test steps again (~1 s per
+    fold for the demo MLP on one core).
     """
     global _LAST_MODEL
     import keras
@@ -198,19 +199,20 @@ def fold_model(params: dict, spec: TrialSpec, seed: int, key: Any = None):
         metrics=metrics,
     )
     if key is None or not model.built:  # a subclassed model makes its variables in fit
-        return model
+        return model, False
     model.optimizer.build(model.trainable_variables)
-    if (
+    reused = (
         last is not None
         and [v.path for v in last.variables] == [v.path for v in model.variables]
         and _signature(last.variables) == _signature(model.variables)
         and _signature(last.optimizer.variables) == _signature(model.optimizer.variables)
-    ):
+    )
+    if reused:
         for old, new in zip(last.variables + last.optimizer.variables, model.variables + model.optimizer.variables):
             old.assign(new)
         model = last
     _LAST_MODEL = (key, model)
-    return model
+    return model, reused
 
 
 def train_fold(config: dict, spec: TrialSpec) -> None:
@@ -235,9 +237,7 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     _drop_fold_gradients()
     # distinct for every (search seed, configuration, fold): seed s+1 must not reuse seed s's inits
     seed = (spec.seed * 1_000_003 + 1009 * meta["config_id"] + meta["fold"]) % 2**31
-    last = _LAST_MODEL[1] if _LAST_MODEL is not None else None
-    model = fold_model(params, spec, seed, key=(spec.run_id, meta["config_id"]) if spec.reuse_models else None)
-    reused = model is last
+    model, reused = fold_model(params, spec, seed, key=(spec.run_id, meta["config_id"]) if spec.reuse_models else None)
     data_kwargs = {**params["data"], **spec.loader_kwargs}
     if spec.cv_folds:
         data_kwargs.update(cv_index=meta["fold"], cv_folds=spec.cv_folds)

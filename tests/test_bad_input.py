@@ -64,6 +64,7 @@ CASES = [
      "racing: unknown rule 'fast'; expected one of ['aggressive', 'forgiving', 'paired'], a RacingRule or None"),
     ("min_folds", lambda: search(min_folds=0), ValueError, "`min_folds >= 1` must hold, but got min_folds=0"),
     ("max_failures", lambda: search(max_failures=-1), ValueError, "max_failures: expected an int >= 0, but got -1"),
+    ("reuse_models", lambda: search(reuse_models="yes"), TypeError, "reuse_models: expected True or False, but got 'yes'"),
     # the space
     ("missing section", lambda: search(space=space(data=DELETE)), glimr_cv.SpaceError,
      "space: the required section 'data' is missing; got sections ['activation', 'dropout', 'layers', 'optimization', "

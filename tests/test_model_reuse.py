@@ -38,8 +38,10 @@ def spec(reuse):
 def train(p, sp, fold):
     """Train like a trial: fresh or reused model, then fit two epochs on ``fold``."""
     trainable._drop_fold_gradients() if trainable._WORKER_GRADIENTS is not None else None
+    previous = trainable._LAST_MODEL[1] if trainable._LAST_MODEL is not None else None
     key = (sp.run_id, json.dumps(p, sort_keys=True)) if sp.reuse_models else None
-    model = fold_model(p, sp, seed=1000 + fold, key=key)
+    model, reused = fold_model(p, sp, seed=1000 + fold, key=key)
+    assert reused == (model is previous)
     train_ds, val_ds = demo.loader(64, cv_index=fold)
     history = model.fit(train_ds.take(6), validation_data=val_ds, epochs=2, verbose=0).history
     return model, history, [w.copy() for w in model.get_weights()]
@@ -75,8 +77,8 @@ def test_reused_model_keeps_its_traced_steps():
 def test_every_optimizer_can_be_reset():
     for method in sorted(OPTIMIZERS):
         p = params(method)
-        first = fold_model(p, spec(True), seed=1, key=method)
-        assert fold_model(p, spec(True), seed=2, key=method) is first, method
+        first, _ = fold_model(p, spec(True), seed=1, key=method)
+        assert fold_model(p, spec(True), seed=2, key=method) == (first, True), method
 
 
 def test_another_search_gets_a_new_model():
