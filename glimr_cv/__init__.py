@@ -13,25 +13,27 @@ The public API, in one place:
   :func:`top_k_configs`.
 """
 
-from .analysis import experiment_table, top_k_configs, top_k_trials
-from .folds import KFoldLoader, kfold_loader
-from .notation import SpaceError, loguniform, prune_search, sample_space
-from .racing import Aggressive, Forgiving, Paired, RacingRule
-from .results import SearchResults
-from .scheduler import FoldScheduler
-from .space import metric_names, optimization_space, validate_space
+from .data.folds import KFoldLoader, kfold_loader
+from .engine.racing import Aggressive, Forgiving, Paired, RacingRule
+from .engine.scheduler import FoldScheduler
+from .results.analysis import experiment_table, top_k_configs, top_k_trials
+from .results.summary import SearchResults
+from .space.notation import SpaceError, loguniform, prune_search, sample_space
+from .space.sections import metric_names, optimization_space, validate_space
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "Search": ".search",
-    "keras_losses": ".keras_helpers",
-    "keras_metrics": ".keras_helpers",
-    "keras_optimizer": ".keras_helpers",
+    "load_results": ".search",
+    "keras_losses": ".keras.helpers",
+    "keras_metrics": ".keras.helpers",
+    "keras_optimizer": ".keras.helpers",
 }
 
 __all__ = [
     "Search",
+    "load_results",
     "SearchResults",
     "SpaceError",
     "sample_space",

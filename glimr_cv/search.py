@@ -1,104 +1,36 @@
-"""The three-step entry point: ``Search(space, builder, loader).experiment(...)``."""
+"""The three-step entry point: ``Search(space, builder, loader).experiment(...)``.
+
+A facade: it checks the user's values and hands the work to the engine
+(:mod:`glimr_cv.engine`), the experiment folder (:mod:`glimr_cv.engine.store`) and
+the results (:mod:`glimr_cv.results`).
+"""
 
 from __future__ import annotations
 
 import datetime
-import glob
-import json
 import os
-import pickle
-import shutil
-import tempfile
+import sys
 from typing import Any, Callable
 
-import pandas as pd
+from .checks import check_bool, check_callable, check_choice, check_int, check_number, check_type
+from .data.folds import check_loader
+from .engine.racing import RacingRule, get_rule
+from .engine.scheduler import FoldScheduler
+from .engine.store import (SEARCH_FILE, check_picklable, experiment_path, load_search, repair_state, save_search,
+                           saved_scheduler)
+from .results.summary import SearchResults, collect_results
+from .results.tables import format_leaderboard, scheduler_table
+from .space.notation import sample_space, sampled_paths
+from .space.sections import default_metric, metric_names, validate_space
 
-from .analysis import read_folds
-from .folds import check_loader
-from .notation import Choice, FloatRange, IntRange, TuneDomain, iter_leaves
-from .racing import RacingRule, get_rule
-from .results import FOLD_COLUMNS, FOLD_DETAILS, SearchResults, cv_table, format_leaderboard
-from .scheduler import FoldScheduler
-from .space import default_metric, metric_names, validate_space
+__all__ = ["Search", "load_results"]
 
-__all__ = ["Search"]
-
-_SEARCH_FILE = "glimr_cv_search.pkl"
 _FIT_RESERVED = ("x", "y", "epochs", "validation_data", "verbose", "validation_split")
 
 
-def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        expected = f"an int >= {low}" + (" or None" if allow_none else "")
-        raise ValueError(f"{name}: expected {expected}, but got {value!r}")
-
-
-# search_gen_state files are pickles despite their .json suffix
-_STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
-
-
-def _intact(file: str) -> bool:
-    try:
-        with open(file, "rb") as f:
-            json.load(f) if os.path.basename(file).startswith("experiment_state") else pickle.load(f)
-        return True
-    except Exception:  # truncated JSON or pickle: any error means unusable
-        return False
-
-
-def _repair_state(path: str) -> None:
-    """Replace Tune state files that a kill cut short with the driver's intact copies.
-
-    Ray Tune writes its state atomically in a staging folder under the Ray temp
-    directory and then copies it into the experiment folder; a SIGKILL during that
-    copy leaves a truncated file, and Tune would then silently restart the whole
-    experiment. The staging copies are complete and consistent with each other.
-    """
-    newest = [max(found) for pattern in _STATE_FILES if (found := glob.glob(os.path.join(path, pattern)))]
-    broken = [f for f in newest if not _intact(f)]  # Tune reads only the newest of each
-    if not broken:
-        return
-    names = {os.path.basename(f) for f in broken}
-    temp = os.environ.get("RAY_TMPDIR", tempfile.gettempdir())
-    stagings = glob.glob(os.path.join(temp, "ray", "session_*", "artifacts", "*", os.path.basename(path), "driver_artifacts"))
-    for staging in sorted(stagings, key=os.path.getmtime, reverse=True):
-        files = [f for pattern in _STATE_FILES for f in glob.glob(os.path.join(staging, pattern))]
-        if names <= {os.path.basename(f) for f in files} and all(_intact(f) for f in files):
-            for f in files:
-                tmp = os.path.join(path, f".{os.path.basename(f)}.restoring")
-                shutil.copy2(f, tmp)
-                os.replace(tmp, os.path.join(path, os.path.basename(f)))
-            return
-    raise RuntimeError(
-        f"restore: {sorted(names)} in {path!r} were cut short when the run was killed, and no intact copy "
-        "was found in Ray's temp folder; resuming would restart the experiment and train finished folds again"
-    )
-
-
-def _check_picklable(space: dict, builder: Callable, loader: Callable) -> None:
-    """Ray ships the space, builder and loader to workers: fail now, naming the culprit."""
-    from ray import cloudpickle
-
-    def leaves():
-        for path, value in iter_leaves(space):
-            where = "/".join(map(str, path))
-            if isinstance(value, list):
-                yield from ((f"{where}[{i}]", v) for i, v in enumerate(value))
-            else:
-                yield where, value
-        yield "builder", builder
-        yield "loader", loader
-
-    for where, value in leaves():
-        try:  # out-of-band buffers: arrays are checked, not copied
-            cloudpickle.dumps(value, protocol=5, buffer_callback=lambda buffer: None)
-        except Exception as err:  # pickling raises TypeError, PicklingError, AttributeError, ...
-            raise TypeError(
-                f"{where}: {value!r} cannot be pickled ({type(err).__name__}: {err}); Ray sends the space, "
-                "builder and loader to its workers, so they must be picklable"
-            ) from None
+def _in_notebook() -> bool:
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"  # a Jupyter kernel, not a terminal IPython
 
 
 class Search:
@@ -108,7 +40,7 @@ class Search:
     ----------
     space : dict
         Nested search space with sections ``tasks``, ``optimization`` and ``data``
-        (see :mod:`glimr_cv.notation` and :func:`glimr_cv.space.validate_space`).
+        (see :mod:`glimr_cv.space`).
     builder : callable
         ``builder(config) -> (model, losses, loss_weights, metrics)``; the model's
         outputs are named by task.
@@ -132,7 +64,7 @@ class Search:
     seed : int
         Seed of configuration sampling and of each fold's Keras initialisation.
     racing : {"forgiving", "aggressive", "paired"}, RacingRule or None
-        Rule that stops a configuration's CV early (see :mod:`glimr_cv.racing`);
+        Rule that stops a configuration's CV early (see :mod:`glimr_cv.engine.racing`);
         ``None`` trains every fold. Default "forgiving".
     min_folds : int, optional
         Finished folds before racing may stop a configuration; defaults to the
@@ -143,9 +75,9 @@ class Search:
         When a worker trains another fold of the configuration it trained last, train
         its previous Keras model with every variable reset to the builder's fresh
         model for the new fold, so that Keras does not trace the train step again
-        (identical results; see :func:`glimr_cv.trainable.fold_model`). While a fold
-        starts, the worker briefly holds the weights twice. Turn off for models that
-        keep state outside Keras variables, or whose weights fit in memory only once.
+        (identical results; see :func:`glimr_cv.engine.fold.build_model`). While a
+        fold starts, the worker briefly holds the weights twice. Turn off for models
+        that keep state outside Keras variables, or whose weights fit in memory only once.
     """
 
     def __init__(
@@ -167,88 +99,94 @@ class Search:
     ):
         self._parsed = validate_space(space)
         self.space = space
-        if not callable(builder):
-            raise TypeError(f"builder: expected a callable builder(config) -> (model, losses, loss_weights, metrics), but got {builder!r}")
-        _check_int("cv_folds", cv_folds, 2, allow_none=True)
+        self.builder = check_callable("builder", builder, "a callable builder(config) -> (model, losses, loss_weights, metrics)")
+        self.cv_folds = check_int("cv_folds", cv_folds, 2, allow_none=True)
         check_loader(loader, cv_folds)
-        self.builder, self.loader, self.cv_folds = builder, loader, cv_folds
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode: expected 'min' or 'max', but got {mode!r}")
-        self.mode = mode
-        names = metric_names(space)
+        self.loader = loader
+        self.mode = check_choice("mode", mode, ("max", "min"))
+        self.metric_names = metric_names(space)
         self.metric = default_metric(space) if metric is None else metric
-        if self.metric not in names:
-            raise ValueError(f"metric: {self.metric!r} will not be reported; expected one of {names}")
-        self.metric_names = names
-        for name, value in (("loader_kwargs", loader_kwargs), ("fit_kwargs", fit_kwargs)):
-            if value is not None and not isinstance(value, dict):
-                raise TypeError(f"{name}: expected a dict or None, but got {type(value).__name__}")
-        self.loader_kwargs = dict(loader_kwargs or {})
-        self.fit_kwargs = dict(fit_kwargs or {})
+        if self.metric not in self.metric_names:
+            raise ValueError(f"metric: expected one of the reported metrics {self.metric_names}, but got {self.metric!r}")
+        self.loader_kwargs = dict(check_type("loader_kwargs", loader_kwargs, dict, "a dict", allow_none=True) or {})
+        self.fit_kwargs = dict(check_type("fit_kwargs", fit_kwargs, dict, "a dict", allow_none=True) or {})
         clash = sorted(set(self.fit_kwargs) & set(_FIT_RESERVED))
         if clash:
-            raise ValueError(f"fit_kwargs: {clash} are set by the search (epochs come from optimization/epochs); remove them")
-        if stopper is not None and not callable(stopper):
-            raise TypeError(f"stopper: expected a ray.tune.Stopper or callable(trial_id, result) -> bool, but got {stopper!r}")
-        self.stopper = stopper
-        _check_int("seed", seed, 0)
-        self.seed = seed
-        self.racing = get_rule(racing, min_folds)
+            raise ValueError(f"fit_kwargs: expected none of {list(_FIT_RESERVED)} (the search sets them; epochs come "
+                             f"from optimization/epochs), but got {clash}")
+        self.stopper = check_callable("stopper", stopper, "a ray.tune.Stopper or callable(trial_id, result) -> bool",
+                                      allow_none=True)
+        self.seed = check_int("seed", seed, 0)
         if min_folds is not None and isinstance(racing, RacingRule):
-            raise ValueError("min_folds: set it on the RacingRule object itself, not both")
-        _check_int("max_failures", max_failures, 0)
-        self.max_failures = max_failures
-        if not isinstance(reuse_models, bool):
-            raise TypeError(f"reuse_models: expected True or False, but got {reuse_models!r}")
-        self.reuse_models = reuse_models
-        _check_picklable(space, builder, loader)
+            raise ValueError("min_folds: expected None with a RacingRule object (set min_folds on the rule itself), "
+                             f"but got {min_folds!r}")
+        self.racing = get_rule(racing, min_folds)
+        self.max_failures = check_int("max_failures", max_failures, 0)
+        self.reuse_models = check_bool("reuse_models", reuse_models)
+        check_picklable(space, builder, loader)
         self.set_checkpoints()
         self.set_reporter()
         self.set_resources()
 
     # -- glimr's configuration methods ------------------------------------------
-    def set_checkpoints(self, metric: str | None = None, mode: str | None = None, num_to_keep: int | None = None, **kwargs) -> None:
+    def set_checkpoints(self, metric: str | None = None, mode: str | None = None, num_to_keep: int | None = 1,
+                        **kwargs) -> None:
         """Checkpoint settings (``ray.tune.CheckpointConfig`` keyword arguments).
 
         Each fold writes one checkpoint, its best epoch by ``metric`` and ``mode``
-        of the search, so ``metric`` and ``mode`` here must match the search's and
+        of the search, so ``metric`` and ``mode`` here must match the search's
+        (unlike glimr, ``mode`` defaults to the search's, not "max"), and
         ``num_to_keep`` (per fold) rarely matters.
         """
         if metric not in (None, self.metric) or mode not in (None, self.mode):
-            raise ValueError(f"set_checkpoints: checkpoints follow the search's metric={self.metric!r}, mode={self.mode!r}; "
-                             f"got metric={metric!r}, mode={mode!r}")
-        _check_int("num_to_keep", num_to_keep, 1, allow_none=True)
+            raise ValueError(f"set_checkpoints: expected the search's metric={self.metric!r} and mode={self.mode!r} "
+                             f"(or None), since checkpoints follow them, but got metric={metric!r}, mode={mode!r}")
+        check_int("num_to_keep", num_to_keep, 1, allow_none=True)
         self.checkpoint_kwargs = {"num_to_keep": num_to_keep, **kwargs}
 
-    def set_reporter(self, parameters: list | None = None, jupyter: bool = False, max_report_frequency: float = 10.0) -> None:
-        """Live leaderboard settings.
+    def set_reporter(self, metrics: list | None = None, parameters: list | dict | None = None,
+                     jupyter: bool | None = None, sort_by_metric: bool = True,
+                     max_report_frequency: float = 10.0) -> None:
+        """Live leaderboard settings, glimr's arguments.
 
         Parameters
         ----------
-        parameters : list of str, optional
-            Config paths (``"optimization/learning_rate"``) to show; default: the sampled ones.
-        jupyter : bool
-            Redraw in place in a notebook.
+        metrics : list of str, optional
+            Further reported metrics whose CV means the final leaderboard shows
+            (the live one shows the search's metric).
+        parameters : list of str, or dict of str to str, optional
+            Config paths (``"optimization/learning_rate"``) to show, or config path
+            -> column label as in glimr; default: the sampled ones.
+        jupyter : bool, optional
+            Redraw in place in a notebook; default: whether this runs in one.
+        sort_by_metric : bool
+            Best first; ``False`` lists configurations in the order they started.
         max_report_frequency : float
             Seconds between updates; ``0`` or less turns the display off.
         """
-        sampled = ["/".join(map(str, p)) for p, v in iter_leaves(self._parsed)
-                   if isinstance(v, (Choice, IntRange, FloatRange, TuneDomain))]
-        self.report_parameters = list(parameters) if parameters is not None else sampled[:6]
-        self.jupyter = jupyter
-        self.report_every = max_report_frequency
+        for name in metrics or []:
+            check_choice("set_reporter: metrics", name, self.metric_names)
+        if parameters is None:
+            parameters = sampled_paths(self._parsed)[:6]
+        check_type("parameters", parameters, (list, tuple, dict), "a list of config paths or a dict path -> label")
+        self.reporter = {
+            "parameters": dict(parameters) if isinstance(parameters, dict) else list(parameters),
+            "metrics": list(metrics or []),
+            "sort_by_metric": check_bool("sort_by_metric", sort_by_metric),
+        }
+        self.jupyter = _in_notebook() if jupyter is None else check_bool("jupyter", jupyter)
+        self.report_every = check_number("max_report_frequency", max_report_frequency)
 
     def set_resources(self, resources: dict | None = None) -> None:
         """Resources of one fold training, e.g. ``{"CPU": 1, "GPU": 0}``."""
         resources = {"CPU": 1, "GPU": 0} if resources is None else dict(resources)
         for key, value in resources.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"resources[{key!r}]: expected a number >= 0, but got {value!r}")
+            check_number(f"resources[{key!r}]", value, 0)
         self.resources = resources
 
     # -- running -----------------------------------------------------------------
     def _spec(self):
-        from .trainable import TrialSpec
+        from .engine.fold import TrialSpec
 
         return TrialSpec(
             builder=self.builder,
@@ -265,23 +203,15 @@ class Search:
             reuse_models=self.reuse_models,
         )
 
-    def _trainable(self):
-        from ray import tune
-
-        from .trainable import train_fold
-
-        resources = {k.lower(): v for k, v in self.resources.items()}
-        return tune.with_resources(tune.with_parameters(train_fold, spec=self._spec()), resources)
-
-    # -- preflight ----------------------------------------------------------------
     def check(self) -> dict:
         """Try one configuration in this process before any Ray worker starts.
 
         Samples a configuration, calls the builder, calls the loader for fold 0,
-        and trains on one batch and validates on one batch. Turns the usual
-        mistakes (wrong builder tuple, output names or label keys that are not the
-        task names, non-dataset loader results, shape mismatches, a metric that
-        will not be reported) into errors that say what was expected.
+        and trains on one batch and validates on one batch, exactly as a fold
+        does. Turns the usual mistakes (wrong builder tuple, output names or label
+        keys that are not the task names, non-dataset loader results, shape
+        mismatches, a metric that will not be reported) into errors that say what
+        was expected.
 
         Returns
         -------
@@ -293,82 +223,9 @@ class Search:
         TypeError, ValueError
             Naming the builder, the loader or the config path at fault.
         """
-        import keras
-        import tensorflow as tf
+        from .engine.fold import preflight
 
-        from .keras_helpers import keras_optimizer
-        from .notation import sample_space
-        from .trainable import validation_report
-
-        tasks = list(self.space["tasks"])
-        config = sample_space(self._parsed, self.seed)
-        keras.backend.clear_session()
-        built = self.builder(config)
-        if not isinstance(built, tuple) or len(built) != 4:
-            got = f"a tuple of length {len(built)}" if isinstance(built, tuple) else type(built).__name__
-            raise TypeError(f"builder: expected it to return (model, losses, loss_weights, metrics), but it returned {got}")
-        model, losses, loss_weights, metrics = built
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"builder: the first element must be a keras.Model, but got {type(model).__name__}")
-        if sorted(model.output_names) != sorted(tasks):
-            raise ValueError(
-                f"builder: the model's outputs are named {sorted(model.output_names)}, but the tasks are {sorted(tasks)}; "
-                f"name each output layer after its task, e.g. keras.layers.Dense(..., name={tasks[0]!r})"
-            )
-        for what, value in (("losses", losses), ("loss_weights", loss_weights), ("metrics", metrics)):
-            if isinstance(value, dict) and not set(value) <= set(tasks):
-                raise ValueError(f"builder: {what} are keyed {sorted(value)}, but the tasks are {sorted(tasks)}")
-        data_kwargs = {**config["data"], **self.loader_kwargs}
-        if self.cv_folds:
-            data_kwargs.update(cv_index=0, cv_folds=self.cv_folds)
-        loaded = self.loader(**data_kwargs)
-        if (not isinstance(loaded, tuple) or len(loaded) != 2
-                or not all(isinstance(d, tf.data.Dataset) for d in loaded)):
-            got = (f"({', '.join(type(d).__name__ for d in loaded)})" if isinstance(loaded, tuple)
-                   else type(loaded).__name__)
-            raise TypeError(f"loader: expected it to return (train_ds, val_ds), two tf.data.Dataset, but it returned {got}")
-        for split, ds in zip(("train", "validation"), loaded):
-            spec = ds.element_spec
-            if not isinstance(spec, tuple) or len(spec) < 2:
-                raise ValueError(f"loader: {split} elements must be (features, labels) pairs, but got {spec}")
-            labels = spec[1]
-            if not isinstance(labels, dict):
-                raise ValueError(
-                    f"loader: {split} labels must be a dict keyed by task name, e.g. {{{tasks[0]!r}: y}}, "
-                    f"but got {type(labels).__name__}"
-                )
-            if sorted(labels) != sorted(tasks):
-                raise ValueError(f"loader: {split} labels are keyed {sorted(labels)}, but the tasks are {sorted(tasks)}")
-        model.compile(optimizer=keras_optimizer(config["optimization"]), loss=losses,
-                      loss_weights=loss_weights, metrics=metrics)
-        train_ds, val_ds = loaded
-        try:
-            history = model.fit(train_ds.take(1), validation_data=val_ds.take(1), epochs=1, verbose=0, shuffle=False)
-        except Exception as err:  # Keras raises many types for shape and dtype mismatches
-            raise ValueError(
-                f"preflight: training on one batch of fold 0 failed: {type(err).__name__}: {str(err).strip()[:800]}\n"
-                f"loader gives features {train_ds.element_spec[0]} and labels {train_ds.element_spec[1]}; "
-                f"the model takes {[tuple(t.shape) for t in model.inputs]} and outputs "
-                f"{dict(zip(model.output_names, [tuple(t.shape) for t in model.outputs]))}"
-            ) from err
-        logs = {k: v[-1] for k, v in history.history.items()}
-        try:
-            report = validation_report(logs, self._spec())
-        except KeyError as err:
-            raise ValueError(f"preflight: {err.args[0]}") from None
-        keras.backend.clear_session()
-        return report
-
-    @staticmethod
-    def _init_ray() -> None:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(
-                include_dashboard=False,
-                configure_logging=False,
-                runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}},
-            )
+        return preflight(self._spec(), sample_space(self._parsed, self.seed))
 
     def experiment(
         self,
@@ -380,6 +237,7 @@ class Search:
         search_alg: Any = None,
         max_fold_trainings: int | None = None,
         check: bool = True,
+        reuse_actors: bool = True,
     ) -> SearchResults:
         """Run the search.
 
@@ -402,138 +260,80 @@ class Search:
             Budget in fold trainings; racing spends what it saves on more configurations.
         check : bool
             Run :meth:`check` first, in this process, before Ray starts.
+        reuse_actors : bool
+            Train the next fold in the same Ray actor (default). ``False`` starts a
+            new worker process, with its TensorFlow import, for every fold.
 
         Returns
         -------
         SearchResults
         """
-        from ray import tune
         from ray.tune.search import Searcher
 
-        from .progress import ProgressDisplay
-        from .searcher import CVSearcher
-        from .trainable import trial_dirname
+        from .engine import runner
+        from .engine.searcher import CVSearcher
 
-        _check_int("num_samples", num_samples, 1, allow_none=True)
-        _check_int("max_fold_trainings", max_fold_trainings, 1, allow_none=True)
-        _check_int("max_concurrent_trials", max_concurrent_trials, 1, allow_none=True)
+        check_int("num_samples", num_samples, 1, allow_none=True)
+        check_int("max_fold_trainings", max_fold_trainings, 1, allow_none=True)
+        check_int("max_concurrent_trials", max_concurrent_trials, 1, allow_none=True)
+        check_bool("reuse_actors", reuse_actors)
         if num_samples is None and max_fold_trainings is None:
-            raise ValueError("num_samples: None needs a max_fold_trainings budget, or the search never ends")
-        if search_alg is not None and not isinstance(search_alg, Searcher):
-            raise TypeError(f"search_alg: expected a ray.tune.search.Searcher such as OptunaSearch(), but got {search_alg!r}")
-        if not isinstance(local_dir, (str, os.PathLike)):
-            raise TypeError(f"local_dir: expected a path, but got {local_dir!r}")
+            raise ValueError("num_samples: expected an int >= 1 when max_fold_trainings is None (or the search "
+                             "never ends), but got None")
+        check_type("search_alg", search_alg, Searcher, "a ray.tune.search.Searcher such as OptunaSearch()", allow_none=True)
+        check_type("local_dir", local_dir, (str, os.PathLike), "a path")
         name = name or datetime.datetime.now().strftime("search_%Y-%m-%d_%H-%M-%S")
-        local_dir = os.path.abspath(os.path.expanduser(os.fspath(local_dir)))
-        path = os.path.join(local_dir, name)
-        if os.path.exists(os.path.join(path, _SEARCH_FILE)):
-            raise FileExistsError(f"name: experiment {path!r} exists; use Search.restore({local_dir!r}, {name!r}) or a new name")
+        path = experiment_path(local_dir, name)
+        if os.path.exists(os.path.join(path, SEARCH_FILE)):
+            raise FileExistsError(f"name: expected a new experiment name, but {path!r} exists; "
+                                  f"use Search.restore({os.path.dirname(path)!r}, {name!r}) to resume it")
         if check:
             self.check()
-        os.makedirs(path, exist_ok=True)
-        self._save(path)
 
-        n_folds = self.cv_folds or 1
-        fold_scheduler = FoldScheduler(n_folds, self.mode, self.racing, num_samples, max_fold_trainings)
+        fold_scheduler = FoldScheduler(self.cv_folds or 1, self.mode, self.racing, num_samples, max_fold_trainings)
         searcher = CVSearcher(self._parsed, fold_scheduler, self.metric, self.mode, self.seed, inner=search_alg)
-        self._init_ray()
-        tuner = tune.Tuner(
-            self._trainable(),
-            param_space={},
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=-1,  # the searcher says when it has finished
-                max_concurrent_trials=max_concurrent_trials,
-                reuse_actors=True,  # a new actor per fold spent ~75% of worker time importing TensorFlow
-                trial_dirname_creator=trial_dirname,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=local_dir,
-                checkpoint_config=tune.CheckpointConfig(**self.checkpoint_kwargs),
-                failure_config=tune.FailureConfig(max_failures=self.max_failures),
-                callbacks=[ProgressDisplay(None, self.report_every, self.jupyter)] if self.report_every > 0 else [],
-                verbose=0,
-            ),
+        self._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
+        os.makedirs(path, exist_ok=True)
+        save_search(self, path)
+        runner.init_ray()
+        tuner = runner.new_tuner(
+            self._spec(), self.resources, searcher, path, scheduler=scheduler,
+            max_concurrent_trials=max_concurrent_trials, reuse_actors=reuse_actors,
+            checkpoint_kwargs=self.checkpoint_kwargs, max_failures=self.max_failures,
         )
-        return self._run(tuner, searcher, path)
+        return self._run(runner, tuner, searcher, path)
 
-    def _run(self, tuner, searcher, path: str) -> SearchResults:
-        display = next((cb for cb in tuner._local_tuner.get_run_config().callbacks or [] if hasattr(cb, "show")), None)
-        if display is not None:
-            display.render = lambda: self._render(searcher, path)
-        result_grid = tuner.fit()
-        if display is not None:
-            display.show(force=True)
+    def _run(self, runner, tuner, searcher, path: str) -> SearchResults:
+        display = None
+        if self.report_every > 0:
+            from .engine.progress import ProgressDisplay
+
+            display = ProgressDisplay(lambda: self._leaderboard(searcher), self.report_every, self.jupyter)
+        searcher.on_change = display
+        result_grid = runner.run(tuner, display)
         return self.results(path, searcher, result_grid)
 
-    def _render(self, searcher, path: str):
-        # the scheduler's scores are current; files on disk lag behind the last trials
-        rows = [{"config_id": c.config_id, "fold": f, "status": "complete", self.metric: s}
-                for c in searcher.scheduler.configs.values() for f, s in c.scores.items()]
-        folds = pd.DataFrame(rows, columns=["config_id", "fold", "status", self.metric])
-        configs = [{"config_id": c.config_id, "status": c.status, "params": c.params, "error": c.error}
-                   for c in searcher.scheduler.configs.values()]
-        table = cv_table(folds, configs, self.metric, self.mode, self.cv_folds or 1)
+    def _leaderboard(self, searcher):
+        table = scheduler_table(searcher.fold_scheduler.configs.values(), self.metric, self.mode, self.cv_folds or 1)
+        if not self.reporter["sort_by_metric"]:
+            table = table.sort_values("config_id", ignore_index=True)
         if self.jupyter:
             return table
-        return format_leaderboard(table, self.metric, self.cv_folds or 1, self.report_parameters)
-
-    def _table(self, searcher, folds: pd.DataFrame) -> pd.DataFrame:
-        # a failed fold's own error text (e.g. from error.txt) says more than the scheduler's summary
-        fold_errors = {}
-        if len(folds) and "error" in folds:
-            for cid, err in folds.loc[folds["error"].notna() & (folds["status"] == "failed"), ["config_id", "error"]].values:
-                fold_errors.setdefault(cid, err)
-        configs = [
-            {"config_id": c.config_id, "status": c.status, "params": c.params,
-             "error": fold_errors.get(c.config_id, c.error) if c.status == "failed" else c.error}
-            for c in searcher.scheduler.configs.values()
-        ]
-        if len(folds):
-            folds = folds.rename(columns={"fold_score": self.metric}) if self.metric not in folds else folds
-        return cv_table(folds, configs, self.metric, self.mode, self.cv_folds or 1, self.metric_names)
+        return format_leaderboard(table, self.metric, self.cv_folds or 1, self.reporter["parameters"])
 
     def results(self, path: str, searcher, result_grid=None) -> SearchResults:
-        """Build :class:`SearchResults` from an experiment directory and its searcher."""
-        folds = read_folds(path)
-        states = {c.config_id: c for c in searcher.scheduler.configs.values()}
-        # the scheduler knows why a fold stopped; disk knows the details
-        folds = folds[folds["config_id"].isin(list(states))].reset_index(drop=True) if len(folds) else folds
-        table = self._table(searcher, folds)
-        keep = [*FOLD_COLUMNS, *[m for m in self.metric_names if m in folds.columns], *FOLD_DETAILS]
-        return SearchResults(
-            path=path,
-            metric=self.metric,
-            mode=self.mode,
-            n_splits=self.cv_folds or 1,
-            table=table,
-            folds=folds.reindex(columns=keep),
-            configs={cid: c.params for cid, c in states.items()},
+        """:class:`SearchResults` of experiment folder ``path``, run by ``searcher`` (see also :func:`load_results`)."""
+        return collect_results(
+            path, searcher.fold_scheduler, metric=self.metric, mode=self.mode, cv_folds=self.cv_folds or 1,
+            metrics=self.metric_names, reporter=self.reporter, builder=self.builder,
             result_grid=result_grid,
-            fold_trainings=searcher.scheduler.n_started,
-            fold_trainings_saved=searcher.scheduler.fold_trainings_saved,
-            sampled_params=self.report_parameters,
-            builder=self.builder,
         )
 
-    # -- persistence -----------------------------------------------------------------
-    def _save(self, path: str) -> None:
-        from ray import cloudpickle
-
-        with open(os.path.join(path, _SEARCH_FILE), "wb") as f:
-            cloudpickle.dump(self, f)
-
+    # -- an experiment folder ------------------------------------------------------
     @classmethod
     def load(cls, local_dir: str, name: str | None = None) -> "Search":
         """The ``Search`` saved in an experiment directory (``local_dir/name``, or ``local_dir`` alone)."""
-        path = os.path.join(os.path.expanduser(os.fspath(local_dir)), name) if name else os.fspath(local_dir)
-        file = os.path.join(path, _SEARCH_FILE)
-        if not os.path.exists(file):
-            raise FileNotFoundError(f"restore: {os.path.abspath(path)!r} is not a glimr_cv experiment (no {_SEARCH_FILE})")
-        with open(file, "rb") as f:
-            return pickle.load(f)
+        return load_search(experiment_path(local_dir, name))
 
     @classmethod
     def restore(cls, local_dir: str, name: str | None = None) -> SearchResults:
@@ -542,16 +342,30 @@ class Search:
         Finished folds are kept; folds that were running are trained again; the
         fold scheduler, racing state and inner searcher continue where they were.
         """
-        from ray import tune
+        from .engine import runner
+        from .engine.searcher import CVSearcher
 
-        search = cls.load(local_dir, name)
-        path = os.path.abspath(os.path.join(os.path.expanduser(os.fspath(local_dir)), name) if name else os.fspath(local_dir))
-        if not tune.Tuner.can_restore(path):
-            raise FileNotFoundError(f"restore: {path!r} holds no Ray Tune experiment state to resume")
-        _repair_state(path)
-        search._init_ray()
-        tuner = tune.Tuner.restore(path, trainable=search._trainable(), resume_unfinished=True, resume_errored=True)
-        searcher = tuner._local_tuner._tune_config.search_alg
-        return search._run(tuner, searcher, path)
+        path = experiment_path(local_dir, name)
+        search = load_search(path)
+        repair_state(path)
+        runner.init_ray()
+        tuner = runner.restore_tuner(path, search._spec(), search.resources)
+        searcher = CVSearcher.live(search._searcher_token)
+        if searcher is None:
+            raise RuntimeError(f"restore: the searcher of {path!r} was not restored by Ray Tune; "
+                               "expected Tune's saved tuner state to hold it")
+        return search._run(runner, tuner, searcher, path)
 
 
+def load_results(local_dir: str, name: str | None = None) -> SearchResults:
+    """:class:`SearchResults` of an experiment folder alone: finished, running or interrupted.
+
+    Settings come from the saved ``Search``, statuses from the searcher's last
+    saved state and fold details from the trial folders, so folds that finished
+    before a crash show as complete.
+    """
+    path = experiment_path(local_dir, name)
+    search = load_search(path)
+    return collect_results(path, saved_scheduler(path), metric=search.metric, mode=search.mode,
+                           cv_folds=search.cv_folds or 1, metrics=search.metric_names, reporter=search.reporter,
+                           builder=search.builder)

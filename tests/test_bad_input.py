@@ -42,11 +42,11 @@ def _table():
 
 CASES = [
     # Search(...)
-    ("mode", lambda: search(mode="maximize"), ValueError, "mode: expected 'min' or 'max', but got 'maximize'"),
+    ("mode", lambda: search(mode="maximize"), ValueError, "mode: expected one of 'max', 'min', but got 'maximize'"),
     ("cv_folds=1", lambda: search(cv_folds=1), ValueError, "cv_folds: expected an int >= 2 or None, but got 1"),
     ("cv_folds float", lambda: search(cv_folds=2.5), ValueError, "cv_folds: expected an int >= 2 or None, but got 2.5"),
     ("unknown metric", lambda: search(metric="digit_auc"), ValueError,
-     "metric: 'digit_auc' will not be reported; expected one of ['digit_accuracy', 'digit_loss', 'loss']"),
+     "metric: expected one of the reported metrics ['digit_accuracy', 'digit_loss', 'loss'], but got 'digit_auc'"),
     ("builder not callable", lambda: search(builder=None), TypeError,
      "builder: expected a callable builder(config) -> (model, losses, loss_weights, metrics), but got None"),
     ("loader not callable", lambda: search(loader="data.csv"), TypeError,
@@ -56,13 +56,13 @@ CASES = [
      "cv_index, cv_folds; add them, or pass cv_folds=None for a single train/validation split"),
     ("loader_kwargs", lambda: search(loader_kwargs=[1]), TypeError, "loader_kwargs: expected a dict or None, but got list"),
     ("fit_kwargs reserved", lambda: search(fit_kwargs={"epochs": 3}), ValueError,
-     "fit_kwargs: ['epochs'] are set by the search (epochs come from optimization/epochs); remove them"),
+     "fit_kwargs: expected none of ['x', 'y', 'epochs', 'validation_data', 'verbose', 'validation_split'] (the search sets them; epochs come from optimization/epochs), but got ['epochs']"),
     ("stopper", lambda: search(stopper=5), TypeError,
      "stopper: expected a ray.tune.Stopper or callable(trial_id, result) -> bool, but got 5"),
     ("seed", lambda: search(seed=-1), ValueError, "seed: expected an int >= 0, but got -1"),
     ("racing rule", lambda: search(racing="fast"), ValueError,
-     "racing: unknown rule 'fast'; expected one of ['aggressive', 'forgiving', 'paired'], a RacingRule or None"),
-    ("min_folds", lambda: search(min_folds=0), ValueError, "`min_folds >= 1` must hold, but got min_folds=0"),
+     "racing: expected one of ['aggressive', 'forgiving', 'paired'], a RacingRule or None, but got 'fast'"),
+    ("min_folds", lambda: search(min_folds=0), ValueError, "min_folds: expected an int >= 1, but got 0"),
     ("max_failures", lambda: search(max_failures=-1), ValueError, "max_failures: expected an int >= 0, but got -1"),
     ("reuse_models", lambda: search(reuse_models="yes"), TypeError, "reuse_models: expected True or False, but got 'yes'"),
     # the space
@@ -73,16 +73,16 @@ CASES = [
      "optimization/method: unknown optimizer 'lbfgs'; expected one of ['adadelta', 'adagrad', 'adam', 'adamw', "
      "'nadam', 'rms', 'sgd']"),
     ("list of 4", lambda: search(space=space(units=[1, 2, 3, 4])), glimr_cv.SpaceError,
-     "units: a list is an interval [min, max] or [min, max, step], but got a list of length 4: [1, 2, 3, 4] "
+     "units: expected an interval [min, max] or [min, max, step], but got a list of length 4: [1, 2, 3, 4] "
      "(use a tuple for a constant sequence)"),
     ("empty set", lambda: search(space=space(activation=set())), glimr_cv.SpaceError,
-     "activation: a set is a choice and needs at least one element, but got an empty set"),
+     "activation: expected a set with at least one element (a set is a choice), but got an empty set"),
     ("min > max", lambda: search(space=space(optimization__learning_rate=[0.1, 0.01])), glimr_cv.SpaceError,
-     "optimization/learning_rate: `min <= max` must hold, but got (min=0.1, max=0.01)"),
+     "optimization/learning_rate: expected min <= max, but got (min=0.1, max=0.01)"),
     ("mixed int float", lambda: search(space=space(layers=[1, 2.0])), glimr_cv.SpaceError,
-     "layers: interval elements must be all int or all float, but got mixed types in [1, 2.0]"),
+     "layers: expected interval elements that are all int or all float, but got mixed types in [1, 2.0]"),
     ("step <= 0", lambda: search(space=space(dropout=[0.0, 0.5, 0.0])), glimr_cv.SpaceError,
-     "dropout: `step > 0` must hold, but got step=0.0"),
+     "dropout: expected step > 0, but got step=0.0"),
     ("batch_size 0", lambda: search(space=space(data__batch_size=0)), glimr_cv.SpaceError,
      "data/batch_size: expected an int >= 1, but got 0"),
     ("epochs 0", lambda: search(space=space(optimization__epochs=0)), glimr_cv.SpaceError,
@@ -98,32 +98,32 @@ CASES = [
     ("resources", lambda: search().set_resources({"CPU": -1}), ValueError,
      "resources['CPU']: expected a number >= 0, but got -1"),
     ("checkpoint metric", lambda: search().set_checkpoints(metric="loss"), ValueError,
-     "set_checkpoints: checkpoints follow the search's metric='digit_accuracy', mode='max'; got metric='loss', mode=None"),
+     "set_checkpoints: expected the search's metric='digit_accuracy' and mode='max' (or None), since checkpoints follow them, but got metric='loss', mode=None"),
     ("num_to_keep", lambda: search().set_checkpoints(num_to_keep=0), ValueError,
      "num_to_keep: expected an int >= 1 or None, but got 0"),
     # experiment(...)
     ("num_samples=0", lambda: search().experiment("/tmp", num_samples=0), ValueError,
      "num_samples: expected an int >= 1 or None, but got 0"),
     ("unbounded", lambda: search().experiment("/tmp", num_samples=None), ValueError,
-     "num_samples: None needs a max_fold_trainings budget, or the search never ends"),
+     "num_samples: expected an int >= 1 when max_fold_trainings is None (or the search never ends), but got None"),
     ("budget", lambda: search().experiment("/tmp", max_fold_trainings=0), ValueError,
      "max_fold_trainings: expected an int >= 1 or None, but got 0"),
     ("concurrency", lambda: search().experiment("/tmp", max_concurrent_trials=0), ValueError,
      "max_concurrent_trials: expected an int >= 1 or None, but got 0"),
     ("search_alg", lambda: search().experiment("/tmp", search_alg="optuna"), TypeError,
-     "search_alg: expected a ray.tune.search.Searcher such as OptunaSearch(), but got 'optuna'"),
+     "search_alg: expected a ray.tune.search.Searcher such as OptunaSearch() or None, but got 'optuna'"),
     ("local_dir", lambda: search().experiment(5), TypeError, "local_dir: expected a path, but got 5"),
     # helpers
     ("keras_optimizer", lambda: glimr_cv.keras_optimizer({"method": "lbfgs"}), ValueError,
      "optimization/method: unknown optimizer 'lbfgs'; expected one of ['adadelta', 'adagrad', 'adam', 'adamw', "
      "'nadam', 'rms', 'sgd']"),
-    ("paired alpha", lambda: Paired(alpha=2), ValueError, "`0 < alpha < 1` must hold, but got alpha=2"),
+    ("paired alpha", lambda: Paired(alpha=2), ValueError, "alpha: expected a number in (0, 1), but got 2"),
     ("loguniform", lambda: loguniform(0, 1), glimr_cv.SpaceError,
-     "loguniform needs `0 < low <= high`, but got (low=0, high=1)"),
+     "loguniform: expected 0 < low <= high, but got (low=0, high=1)"),
     ("sample_space", lambda: sample_space([1, 2]), glimr_cv.SpaceError,
-     "<root>: a search space must be a dict, but got list"),
+     "<root>: expected a dict (a search space), but got list"),
     ("top_k metric", lambda: top_k_trials(_table(), "auc"), ValueError,
-     "metric: 'auc' is not a column; expected one of ['acc', 'config_enum', 'cv_index', 'status']"),
+     "metric: expected a column of df, one of ['acc', 'config_enum', 'cv_index', 'status'], but got 'auc'"),
     ("top_k k", lambda: top_k_configs(_table(), "acc", k=0), ValueError, "k: expected an int >= 1 or None, but got 0"),
     ("top_k statistic", lambda: top_k_configs(_table(), "acc", statistic="mode"), ValueError,
      "statistic: expected 'mean', 'median', 'min', 'max' or a function, but got 'mode'"),
@@ -144,8 +144,8 @@ def test_bad_input_gets_a_clear_message(call, error, message):
 def test_an_existing_experiment_name_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(FileExistsError) as info:
         _existing(tmp_path)
-    assert str(info.value) == (f"name: experiment {str(tmp_path / 'taken')!r} exists; use "
-                               f"Search.restore({str(tmp_path)!r}, 'taken') or a new name")
+    assert str(info.value) == (f"name: expected a new experiment name, but {str(tmp_path / 'taken')!r} exists; "
+                               f"use Search.restore({str(tmp_path)!r}, 'taken') to resume it")
 
 
 def test_restoring_a_folder_that_is_not_an_experiment(tmp_path):

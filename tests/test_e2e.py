@@ -37,7 +37,7 @@ def test_table_has_one_complete_row_per_configuration(digits_run):
     table = results.table
     assert len(table) == 3
     assert list(table["status"]) == ["complete"] * 3
-    assert list(table["n_folds"]) == [3, 3, 3]
+    assert list(table["folds_done"]) == [3, 3, 3]
     for col in ["config_id", "split0_digit_accuracy", "split2_digit_accuracy", "mean_digit_accuracy",
                 "std_digit_accuracy", "rank", "config/units", "config/optimization/learning_rate"]:
         assert col in table.columns
@@ -147,7 +147,7 @@ def test_single_split_without_cv_arguments_and_mode_min(tmp_path):
                     metric="digit_loss", mode="min")
     results = search.experiment(str(tmp_path), name="single", num_samples=3)
     table = results.table
-    assert list(table["n_folds"]) == [1, 1, 1]
+    assert list(table["folds_done"]) == [1, 1, 1]
     assert "split0_digit_loss" in table.columns
     assert (table["mean_digit_loss"].diff().dropna() >= 0).all()  # best (lowest) first
     assert results.best_config_id == table.set_index("config_id")["mean_digit_loss"].idxmin()

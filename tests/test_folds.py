@@ -11,7 +11,7 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from glimr_cv.folds import KFoldLoader, check_loader, kfold_loader
+from glimr_cv.data.folds import KFoldLoader, check_loader, kfold_loader
 
 N = 240
 
@@ -233,13 +233,13 @@ def test_argument_errors_name_the_argument_and_value():
     with pytest.raises(ValueError, match=r"stratify: task 'v' has labels of shape \(240, 3\)"):
         kfold_loader(x, {"v": np.ones((N, 3))}, splitter="stratified")
     loader = kfold_loader(x, {"a": y})
-    with pytest.raises(ValueError, match=re.escape("cv_index: expected an int in [0, 5), but got 7")):
+    with pytest.raises(ValueError, match=re.escape("cv_index: expected an int in [0, 4], but got 7")):
         loader(32, cv_index=7, cv_folds=5)
-    with pytest.raises(ValueError, match=re.escape("cv_index: expected an int in [0, 5), but got -1")):
+    with pytest.raises(ValueError, match=re.escape("cv_index: expected an int in [0, 4], but got -1")):
         loader(32, cv_index=-1, cv_folds=5)
-    with pytest.raises(ValueError, match=re.escape(f"cv_folds: expected an int in [2, {N}] (at most the {N} rows), but got {N + 1}")):
+    with pytest.raises(ValueError, match=re.escape(f"cv_folds: expected an int in [2, {N}], but got {N + 1}")):
         loader(32, cv_index=0, cv_folds=N + 1)
-    with pytest.raises(ValueError, match=re.escape(f"cv_folds: expected an int in [2, {N}] (at most the {N} rows), but got 1")):
+    with pytest.raises(ValueError, match=re.escape(f"cv_folds: expected an int in [2, {N}], but got 1")):
         loader(32, cv_index=0, cv_folds=1)
     for bad in (0, 2.0, True):
         with pytest.raises(ValueError, match=re.escape(f"batch_size: expected an int >= 1, but got {bad!r}")):

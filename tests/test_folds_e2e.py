@@ -8,7 +8,7 @@ import pytest
 
 from glimr_cv import Search
 from glimr_cv.demo import SPACE, builder, digits_arrays
-from glimr_cv.folds import KFoldLoader, kfold_loader
+from glimr_cv.data.folds import KFoldLoader, kfold_loader
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,11 @@ def serializations(monkeypatch):
     def counting(self, protocol):
         frames = traceback.extract_stack()
         in_ray = {f.name for f in frames if f"{os.sep}ray{os.sep}" in f.filename}
-        in_search = {f.name for f in frames if f.filename.endswith(os.path.join("glimr_cv", "search.py"))}
+        in_store = {f.name for f in frames if f.filename.endswith(os.path.join("glimr_cv", "engine", "store.py"))}
         if "put" in in_ray:
             seen["ray.put"] += 1
-        elif in_search & {"_save", "_check_picklable"}:
-            seen["Search." + (in_search & {"_save", "_check_picklable"}).pop()] += 1
+        elif in_store & {"save_search", "check_picklable"}:
+            seen["store." + (in_store & {"save_search", "check_picklable"}).pop()] += 1
         else:
             seen["other: " + " < ".join(f.name for f in frames[-6:-1])] += 1
         return reduce_ex(self, protocol)
@@ -36,7 +36,7 @@ def serializations(monkeypatch):
 
 
 def test_kfold_loader_runs_through_search_and_ships_its_data_once(ray_local, tmp_path, serializations, monkeypatch):
-    from glimr_cv.searcher import CVSearcher
+    from glimr_cv.engine.searcher import CVSearcher
 
     x, y = digits_arrays()
     loader = kfold_loader(x, {"digit": y}, splitter="stratified", seed=0, val_batch_size=256)
@@ -51,17 +51,17 @@ def test_kfold_loader_runs_through_search_and_ships_its_data_once(ray_local, tmp
     results = search.experiment(str(tmp_path), name="digits", num_samples=2)
 
     assert list(results.table["status"]) == ["complete", "complete"]
-    assert list(results.table["n_folds"]) == [2, 2]
+    assert list(results.table["folds_done"]) == [2, 2]
     assert (results.folds["status"] == "complete").sum() == 4
     assert results.table["mean_digit_accuracy"].min() > 0.2  # one epoch beats chance (0.1); lowest seen 0.50
     # The driver pickles the loader exactly three times per experiment, however many trials run:
-    # - Search() cloudpickles it once to check that it is picklable (_check_picklable);
+    # - Search() cloudpickles it once to check that it is picklable (store.check_picklable);
     # - ray.put, once: tune.with_parameters puts the TrialSpec (holding the loader and its
     #   arrays) into the object store; every trial ray.get()s that one object, arrays zero-copy;
-    # - Search._save cloudpickles the Search into the experiment directory for Search.restore.
+    # - store.save_search cloudpickles the Search into the experiment directory for Search.restore.
     # All three come before the first trial: creating the 4 trials (the last two after the first
     # folds finished) pickled nothing more, so more configurations or folds cannot add any.
-    assert dict(serializations) == {"Search._check_picklable": 1, "ray.put": 1, "Search._save": 1}, serializations
+    assert dict(serializations) == {"store.check_picklable": 1, "ray.put": 1, "store.save_search": 1}, serializations
     assert len(at_suggest) >= 4 and set(at_suggest) == {3}, at_suggest
 
 

@@ -1,4 +1,4 @@
-"""Keras builder helpers (glimr_cv.keras_helpers): losses, metrics, optimizers from a config."""
+"""Keras builder helpers (glimr_cv.keras.helpers): losses, metrics, optimizers from a config."""
 
 import re
 
@@ -6,8 +6,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from glimr_cv.keras_helpers import keras_losses, keras_metrics, keras_optimizer  # noqa: E402
-from glimr_cv.space import OPTIMIZERS, metric_names  # noqa: E402
+from glimr_cv.keras.helpers import keras_losses, keras_metrics, keras_optimizer  # noqa: E402
+from glimr_cv.space.sections import OPTIMIZERS, metric_names  # noqa: E402
 
 
 def mean_prediction(y_true, y_pred):

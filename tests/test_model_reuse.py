@@ -1,4 +1,4 @@
-"""A worker's next fold of the same configuration reuses its model (glimr_cv.trainable.fold_model).
+"""A worker's next fold of the same configuration reuses its model (glimr_cv.engine.fold.build_model).
 
 Keras only, no Ray: the reused model must train exactly as a fresh build would.
 """
@@ -10,9 +10,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from glimr_cv import demo, trainable  # noqa: E402
-from glimr_cv.space import OPTIMIZERS  # noqa: E402
-from glimr_cv.trainable import TrialSpec, fold_model  # noqa: E402
+from glimr_cv import demo  # noqa: E402
+from glimr_cv.engine import fold as fold_module, trainable  # noqa: E402
+from glimr_cv.space.sections import OPTIMIZERS  # noqa: E402
+from glimr_cv.engine.fold import TrialSpec, build_model as fold_model  # noqa: E402
 
 
 def params(method="adam", units=16):
@@ -38,7 +39,7 @@ def spec(reuse):
 def train(p, sp, fold):
     """Train like a trial: fresh or reused model, then fit two epochs on ``fold``."""
     trainable._drop_fold_gradients() if trainable._WORKER_GRADIENTS is not None else None
-    previous = trainable._LAST_MODEL[1] if trainable._LAST_MODEL is not None else None
+    previous = fold_module._LAST_MODEL[1] if fold_module._LAST_MODEL is not None else None
     key = (sp.run_id, json.dumps(p, sort_keys=True)) if sp.reuse_models else None
     model, reused = fold_model(p, sp, seed=1000 + fold, key=key)
     assert reused == (model is previous)
@@ -49,9 +50,9 @@ def train(p, sp, fold):
 
 @pytest.fixture(autouse=True)
 def no_cached_model():
-    trainable._LAST_MODEL = None
+    fold_module._LAST_MODEL = None
     yield
-    trainable._LAST_MODEL = None
+    fold_module._LAST_MODEL = None
 
 
 @pytest.mark.parametrize("method", ["adam", "nadam", "adagrad"])  # nadam: an extra variable; adagrad: non-zero slots
@@ -113,7 +114,7 @@ def test_a_builder_whose_variables_change_gets_a_new_model():
 
 def test_reuse_off_keeps_no_model():
     train(params(), spec(False), 0)
-    assert trainable._LAST_MODEL is None
+    assert fold_module._LAST_MODEL is None
 
 
 def test_batch_norm_statistics_are_reset_too():

@@ -1,4 +1,4 @@
-"""Search-space notation (glimr_cv.notation).
+"""Search-space notation (glimr_cv.space.notation).
 
 Everything here runs without Ray or Keras, except the tests in ``TestTuneConversion``,
 which import ``ray.tune`` on purpose.
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from glimr_cv.notation import (
+from glimr_cv.space.notation import (
     Choice,
     FloatRange,
     IntRange,
@@ -48,7 +48,7 @@ def on_grid(value, low, step):
 
 def test_notation_and_space_import_neither_ray_nor_keras():
     code = (
-        "import sys, glimr_cv.notation, glimr_cv.space\n"
+        "import sys, glimr_cv.space.notation, glimr_cv.space.sections\n"
         "print(sorted(m for m in ('ray', 'keras', 'tensorflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -72,7 +72,7 @@ def test_set_samples_only_its_elements_and_all_of_them():
 
 def test_set_sampling_does_not_depend_on_hash_seed():
     code = (
-        "from glimr_cv.notation import sample_space\n"
+        "from glimr_cv.space.notation import sample_space\n"
         "print([sample_space({'x': {'relu', 'gelu', 'tanh', 'elu', 'selu'}}, s)['x'] for s in range(20)])"
     )
     outputs = {
@@ -89,7 +89,7 @@ def test_set_sampling_does_not_depend_on_hash_seed():
 
 
 def test_empty_set_is_an_error():
-    msg = "a/b: a set is a choice and needs at least one element, but got an empty set"
+    msg = "a/b: expected a set with at least one element (a set is a choice), but got an empty set"
     with pytest.raises(SpaceError, match=re.escape(msg)):
         parse_space({"a": {"b": set()}})
 
@@ -153,48 +153,48 @@ def test_tuple_is_a_constant():
     [
         (
             [1],
-            "a/b: a list is an interval [min, max] or [min, max, step], but got a list of "
+            "a/b: expected an interval [min, max] or [min, max, step], but got a list of "
             "length 1: [1] (use a tuple for a constant sequence)",
         ),
         (
             [1, 2, 3, 4],
-            "a/b: a list is an interval [min, max] or [min, max, step], but got a list of "
+            "a/b: expected an interval [min, max] or [min, max, step], but got a list of "
             "length 4: [1, 2, 3, 4] (use a tuple for a constant sequence)",
         ),
         (
             [],
-            "a/b: a list is an interval [min, max] or [min, max, step], but got a list of "
+            "a/b: expected an interval [min, max] or [min, max, step], but got a list of "
             "length 0: [] (use a tuple for a constant sequence)",
         ),
         (
             [1, 2.0],
-            "a/b: interval elements must be all int or all float, but got mixed types in [1, 2.0]",
+            "a/b: expected interval elements that are all int or all float, but got mixed types in [1, 2.0]",
         ),
         (
             [0.0, 1.0, 1],
-            "a/b: interval elements must be all int or all float, but got mixed types in [0.0, 1.0, 1]",
+            "a/b: expected interval elements that are all int or all float, but got mixed types in [0.0, 1.0, 1]",
         ),
-        ([3, 1], "a/b: `min <= max` must hold, but got (min=3, max=1)"),
-        ([2.5, 0.5], "a/b: `min <= max` must hold, but got (min=2.5, max=0.5)"),
+        ([3, 1], "a/b: expected min <= max, but got (min=3, max=1)"),
+        ([2.5, 0.5], "a/b: expected min <= max, but got (min=2.5, max=0.5)"),
         (
             ["a", 1],
-            "a/b: interval elements must be numbers (int or float), but got 'a' in ['a', 1]",
+            "a/b: expected interval elements that are numbers (int or float), but got 'a' in ['a', 1]",
         ),
         (
             [0, None],
-            "a/b: interval elements must be numbers (int or float), but got None in [0, None]",
+            "a/b: expected interval elements that are numbers (int or float), but got None in [0, None]",
         ),
         (
             [True, 2],
-            "a/b: interval elements must be numbers (int or float), but got True in [True, 2]",
+            "a/b: expected interval elements that are numbers (int or float), but got True in [True, 2]",
         ),
         (
             [False, True],
-            "a/b: interval elements must be numbers (int or float), but got False in [False, True]",
+            "a/b: expected interval elements that are numbers (int or float), but got False in [False, True]",
         ),
-        ([1, 5, 0], "a/b: `step > 0` must hold, but got step=0"),
-        ([1, 5, -2], "a/b: `step > 0` must hold, but got step=-2"),
-        ([0.0, 1.0, -0.1], "a/b: `step > 0` must hold, but got step=-0.1"),
+        ([1, 5, 0], "a/b: expected step > 0, but got step=0"),
+        ([1, 5, -2], "a/b: expected step > 0, but got step=-2"),
+        ([0.0, 1.0, -0.1], "a/b: expected step > 0, but got step=-0.1"),
     ],
 )
 def test_bad_interval_is_an_error_naming_the_path(value, msg):
@@ -203,17 +203,17 @@ def test_bad_interval_is_an_error_naming_the_path(value, msg):
 
 
 def test_error_path_names_every_level():
-    with pytest.raises(SpaceError, match=re.escape("outer/mid/inner: `min <= max` must hold")):
+    with pytest.raises(SpaceError, match=re.escape("outer/mid/inner: expected min <= max")):
         parse_space({"ok": 1, "outer": {"mid": {"inner": [5, 1]}}})
 
 
 def test_sample_space_reports_notation_errors():
-    with pytest.raises(SpaceError, match=re.escape("model/units: `min <= max` must hold")):
+    with pytest.raises(SpaceError, match=re.escape("model/units: expected min <= max")):
         sample_space({"model": {"units": [64, 8]}}, 0)
 
 
 def test_space_must_be_a_dict():
-    with pytest.raises(SpaceError, match=re.escape("<root>: a search space must be a dict, but got list")):
+    with pytest.raises(SpaceError, match=re.escape("<root>: expected a dict (a search space), but got list")):
         parse_space([1, 2])
 
 
@@ -234,7 +234,7 @@ def test_loguniform_samples_within_bounds():
     [(0, 1.0), (-1e-3, 1.0), (1e-2, 1e-5), ("a", 1.0), (1e-5, None), (True, 2)],
 )
 def test_loguniform_rejects_bad_bounds(low, high):
-    msg = f"loguniform needs `0 < low <= high`, but got (low={low!r}, high={high!r})"
+    msg = f"loguniform: expected 0 < low <= high, but got (low={low!r}, high={high!r})"
     with pytest.raises(SpaceError, match=re.escape(msg)):
         loguniform(low, high)
 
@@ -293,7 +293,7 @@ def test_task_metric_lists_are_not_intervals(n_metrics):
 
 
 def test_lists_outside_task_metrics_are_still_intervals():
-    with pytest.raises(SpaceError, match=re.escape("tasks/cls/other: a list is an interval")):
+    with pytest.raises(SpaceError, match=re.escape("tasks/cls/other: expected an interval")):
         parse_space({"tasks": {"cls": {"other": [{"name": "m"}]}}})
 
 

@@ -106,7 +106,9 @@ def test_a_metric_keras_will_not_report():
 
 def test_preflight_can_be_switched_off(tmp_path, monkeypatch):
     search = Search(SMALL, builder, arrays_loader(label_key="label"))
-    monkeypatch.setattr(Search, "_init_ray", staticmethod(lambda: (_ for _ in ()).throw(RuntimeError("ray started"))))
+    from glimr_cv.engine import runner
+
+    monkeypatch.setattr(runner, "init_ray", lambda: (_ for _ in ()).throw(RuntimeError("ray started")))
     with pytest.raises(RuntimeError, match="ray started"):  # got past the (skipped) preflight
         search.experiment(str(tmp_path), name="x", num_samples=1, check=False)
     with pytest.raises(ValueError, match="loader: train labels are keyed"):

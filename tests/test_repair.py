@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from glimr_cv.search import _repair_state
+from glimr_cv.engine.store import repair_state as _repair_state
 
 
 def _experiment(tmp_path, name="exp"):

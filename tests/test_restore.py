@@ -58,7 +58,7 @@ def test_sigkilled_search_restores_without_losing_or_repeating_folds(tmp_path, r
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = experiment_table(str(path))
-    before = before[before["status"] == "complete"].set_index(["config_enum", "cv_index"])["fold_score"]
+    before = before[before["status"] == "complete"].set_index(["config_enum", "cv_index"])["score"]
     assert 3 <= len(before) < 18, "the kill must land mid-run"
 
     results = Search.restore(str(tmp_path), "killed")

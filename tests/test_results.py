@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glimr_cv.analysis import experiment_table, read_folds, top_k_configs, top_k_trials
-from glimr_cv.results import FOLD_COLUMNS, cv_table, format_leaderboard
-from glimr_cv.trainable import META
+from glimr_cv.results.analysis import experiment_table, read_folds, top_k_configs, top_k_trials
+from glimr_cv.results.tables import cv_table, format_leaderboard
+from glimr_cv.schema import KEYS
+from glimr_cv.schema import META
 
 # ---------------------------------------------------------------------------
 # cv_table
@@ -22,7 +23,7 @@ def make_folds(rows, metrics=("acc",)):
     for cid, fold, status, values in rows:
         values = values if isinstance(values, tuple) else (values,)
         records.append({"config_id": cid, "fold": fold, "status": status, **dict(zip(metrics, values))})
-    return pd.DataFrame(records, columns=FOLD_COLUMNS + list(metrics))
+    return pd.DataFrame(records, columns=[*KEYS, *metrics])
 
 
 def make_configs(statuses, errors=None):
@@ -51,7 +52,7 @@ def test_cv_table_columns_in_order(three_folds):
     folds, configs = three_folds
     table = cv_table(folds, configs, "acc", "max", 3)
     assert list(table.columns) == [
-        "config_id", "status", "n_folds", "split0_acc", "split1_acc", "split2_acc", "mean_acc", "std_acc",
+        "config_id", "status", "folds_done", "split0_acc", "split1_acc", "split2_acc", "mean_acc", "std_acc",
         "rank", "error", "config/optimization/learning_rate", "config/optimization/method",
     ]
 
@@ -64,12 +65,12 @@ def test_cv_table_values(three_folds):
     assert row["mean_acc"] == pytest.approx(0.75)
     assert row["std_acc"] == pytest.approx(np.std([0.5, 0.75, 1.0], ddof=0))  # population std
     assert row["std_acc"] != pytest.approx(np.std([0.5, 0.75, 1.0], ddof=1))
-    assert row["n_folds"] == 3
+    assert row["folds_done"] == 3
     assert table.loc[2, "std_acc"] == 0.0
     assert table.loc[0, "config/optimization/learning_rate"] == pytest.approx(0.001)
     assert table.loc[0, "config/optimization/method"] == "adam"
     # the pruned configuration: one split, the others missing
-    assert table.loc[3, "n_folds"] == 1
+    assert table.loc[3, "folds_done"] == 1
     assert table.loc[3, "split0_acc"] == 0.99
     assert np.isnan(table.loc[3, "split1_acc"]) and np.isnan(table.loc[3, "split2_acc"])
     assert table.loc[3, "mean_acc"] == 0.99 and table.loc[3, "std_acc"] == 0.0
@@ -117,7 +118,7 @@ def test_cv_table_only_complete_configs_are_ranked_and_come_first():
     assert table["rank"][2:].isna().all()
     assert table.set_index("config_id").loc[2, "error"] == "loss became nan at epoch 2"
     assert pd.isna(table.set_index("config_id").loc[5, "mean_acc"])
-    assert table.set_index("config_id").loc[5, "n_folds"] == 0
+    assert table.set_index("config_id").loc[5, "folds_done"] == 0
 
 
 def test_cv_table_non_complete_rows_sorted_by_mean_for_mode_min():
@@ -147,7 +148,7 @@ def test_cv_table_failed_fold_rows_do_not_count_as_splits():
     ])
     table = cv_table(folds, make_configs(["failed"]), "acc", "max", 3)
     row = table.iloc[0]
-    assert row["n_folds"] == 1
+    assert row["folds_done"] == 1
     assert row["split0_acc"] == 0.5
     assert np.isnan(row["split1_acc"]) and np.isnan(row["split2_acc"])
     assert row["mean_acc"] == 0.5
@@ -171,7 +172,7 @@ def test_cv_table_multiple_metrics():
     table = cv_table(folds, make_configs(["complete", "complete"]), "acc", "max", 2, metrics=["loss", "acc"])
     cols = list(table.columns)
     assert cols[:11] == [
-        "config_id", "status", "n_folds",
+        "config_id", "status", "folds_done",
         "split0_acc", "split1_acc", "mean_acc", "std_acc",  # the ranking metric first
         "split0_loss", "split1_loss", "mean_loss", "std_loss",
     ]
@@ -220,7 +221,7 @@ def test_cv_table_params_only_scalar_leaves_flattened():
 def test_cv_table_empty_input(folds):
     table = cv_table(folds, [], "acc", "max", 3)
     assert table.empty
-    for col in ["config_id", "status", "n_folds", "mean_acc", "std_acc", "rank"]:
+    for col in ["config_id", "status", "folds_done", "mean_acc", "std_acc", "rank"]:
         assert col in table.columns
 
 
@@ -228,7 +229,7 @@ def test_cv_table_configs_without_any_fold_rows():
     table = cv_table(pd.DataFrame(columns=["config_id", "fold", "status", "acc"]),
                      make_configs(["running", "running"]), "acc", "max", 2)
     assert list(table["config_id"]) == [0, 1]
-    assert list(table["n_folds"]) == [0, 0]
+    assert list(table["folds_done"]) == [0, 0]
     assert table["mean_acc"].isna().all() and table["rank"].isna().all()
 
 
@@ -343,31 +344,34 @@ def test_top_k_trials_ties_keep_table_order():
 ])
 def test_top_k_configs_statistics(trials, statistic, expected_order, expected_values):
     top = top_k_configs(trials, "acc", "max", k=None, statistic=statistic)
-    values = dict(zip(top["config_enum"], top["acc"]))
+    scores = dict(zip(top["config_enum"], top["config_score"]))
     for cid, v in zip(expected_order, expected_values):
-        assert values[cid] == pytest.approx(v)
-    assert list(top["acc"]) == sorted(top["acc"], reverse=True)
-    assert list(top.columns) == ["config_enum", "n_folds", "acc", "std"]
-    assert 4 not in values  # running trials do not count
+        assert scores[cid] == pytest.approx(v)
+    ranked = top.drop_duplicates("config_enum")
+    assert list(ranked["config_score"]) == sorted(ranked["config_score"], reverse=True)
+    assert list(ranked["config_rank"]) == list(range(1, len(ranked) + 1))
+    assert 4 not in scores  # running trials do not count
 
 
-def test_top_k_configs_mean_order_and_n_folds(trials):
-    top = top_k_configs(trials, "acc", "max", k=None)
-    assert list(top["config_enum"]) == [3, 2, 0, 1]  # config 3: one complete fold of 0.99
-    assert list(top["n_folds"]) == [1, 3, 3, 3]
-    assert top.set_index("config_enum").loc[0, "std"] == pytest.approx(np.std([0.6, 0.7, 0.8]))  # ddof=0
+def test_top_k_configs_returns_the_trials_of_the_best_configurations_as_glimr_does(trials):
+    top = top_k_configs(trials, "acc", "max", k=None)  # glimr's default statistic: the median
+    assert list(zip(top["config_enum"], top["cv_index"])) == [
+        (3, 0), (2, 0), (2, 1), (2, 2), (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]  # 3: one fold of 0.99
+    assert list(top["config_rank"]) == [1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert list(top["acc"][1:4]) == [0.85, 0.8, 0.75]  # the trials themselves, not an aggregate
+    assert (top["status"] == "complete").all()
 
 
 def test_top_k_configs_min_and_k(trials):
     top = top_k_configs(trials, "loss", "min", k=2)
-    assert list(top["config_enum"]) == [3, 2]
-    assert len(top) == 2
+    assert list(top["config_enum"]) == [3, 2, 2, 2]
+    assert set(top["config_rank"]) == {1, 2}
 
 
 def test_top_k_configs_callable_statistic(trials):
     top = top_k_configs(trials, "acc", "max", k=None, statistic=lambda s: s.max() - s.min())
-    assert list(top["config_enum"]) == [1, 0, 2, 3]  # spread 0.5, 0.2, 0.1, 0
-    assert top["acc"].iloc[0] == pytest.approx(0.5)
+    assert list(top.drop_duplicates("config_enum")["config_enum"]) == [1, 0, 2, 3]  # spread 0.5, 0.2, 0.1, 0
+    assert top["config_score"].iloc[0] == pytest.approx(0.5)
 
 
 def test_top_k_configs_ties_by_config_enum():
@@ -381,13 +385,13 @@ def test_unknown_metric_lists_columns(trials, func):
     with pytest.raises(ValueError) as err:
         func(trials, "auc")
     assert str(err.value) == (
-        "metric: 'auc' is not a column; expected one of ['acc', 'config_enum', 'cv_index', 'loss', 'status']"
+        "metric: expected a column of df, one of ['acc', 'config_enum', 'cv_index', 'loss', 'status'], but got 'auc'"
     )
 
 
 @pytest.mark.parametrize("func", [top_k_trials, top_k_configs])
 def test_bad_mode(trials, func):
-    with pytest.raises(ValueError, match=r"^mode: expected 'min' or 'max', but got 'maximize'$"):
+    with pytest.raises(ValueError, match=r"^mode: expected one of 'max', 'min', but got 'maximize'$"):
         func(trials, "acc", mode="maximize")
 
 
@@ -511,7 +515,7 @@ def test_read_folds_rows_and_statuses(exp_dir):
 def test_read_folds_complete_trial_reports_its_best_epoch(exp_dir):
     row = read_folds(str(exp_dir)).iloc[0]
     assert row["y_acc"] == 0.75 and row["y_loss"] == 0.25
-    assert row["fold_score"] == 0.75
+    assert row["score"] == 0.75
     assert row["best_epoch"] == 2 and row["epochs"] == 3
     assert row["fit_seconds"] == 3.5
     assert row["trial_id"] == "abc12_00000"
@@ -539,7 +543,7 @@ def test_read_folds_failed_trial_error_from_final_report(exp_dir):
 def test_read_folds_running_trial_skips_the_truncated_line(exp_dir):
     row = read_folds(str(exp_dir)).set_index(["config_id", "fold"]).loc[(1, 1)]
     assert row["status"] == "running"
-    assert row["fold_score"] == 0.5  # from the last whole line, not the cut one
+    assert row["score"] == 0.5  # from the last whole line, not the cut one
     assert row["y_acc"] == 0.5
     assert row["epochs"] == 2
     assert pd.isna(row["error"]) and pd.isna(row["best_epoch"])
@@ -553,10 +557,10 @@ def test_read_folds_error_txt_without_final_report_is_failed(exp_dir):
 
 def test_read_folds_leaves_out_ray_bookkeeping(exp_dir):
     df = read_folds(str(exp_dir))
-    for col in ("timestamp", "training_iteration", "time_total_s", "pid", "done", "fold_status", "epoch",
+    for col in ("timestamp", "training_iteration", "time_total_s", "pid", "done", "fold_status", "fold_score", "epoch",
                 "time_this_iter_s", "iterations_since_restore", "time_since_restore"):
         assert col not in df.columns
-    assert {"y_acc", "y_loss", "fold_score", "best_epoch", "epochs", "fit_seconds", "checkpoint_path",
+    assert {"y_acc", "y_loss", "score", "best_epoch", "epochs", "fit_seconds", "checkpoint_path",
             "trial_id", "error", "config"} <= set(df.columns)
 
 
@@ -564,7 +568,7 @@ def test_read_folds_truncated_line_after_final_report(tmp_path):
     write_trial(tmp_path, "c0000_f0_zz_00000", 0, 0, [epoch(0.5, 0.5, 1), final("complete", 0.5, 1, 1)],
                 raw_tail='{"y_acc": 0.')
     row = read_folds(str(tmp_path)).iloc[0]
-    assert row["status"] == "complete" and row["fold_score"] == 0.5
+    assert row["status"] == "complete" and row["score"] == 0.5
 
 
 def test_read_folds_trial_without_result_file_is_running(tmp_path):
@@ -588,10 +592,14 @@ def test_read_folds_empty_directory(tmp_path):
 
 
 def test_experiment_table_columns(exp_dir):
-    df = experiment_table(str(exp_dir))
+    df = experiment_table(str(exp_dir), checkpointed=False)
     assert list(df.columns[:3]) == ["config_enum", "cv_index", "status"]
     assert "config_id" not in df.columns and "fold" not in df.columns
     assert list(zip(df["config_enum"], df["cv_index"])) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0)]
+    assert df["training_iteration"].equals(df["best_epoch"])  # glimr's name of the checkpointed epoch
+    checkpointed = experiment_table(str(exp_dir))  # glimr's default: trials with a checkpoint only
+    assert checkpointed["checkpoint_path"].notna().all()
+    assert len(checkpointed) == df["checkpoint_path"].notna().sum() < len(df)
 
 
 def test_experiment_table_empty(tmp_path):
@@ -604,17 +612,16 @@ def test_experiment_table_feeds_top_k(exp_dir):
     df = experiment_table(str(exp_dir))
     top = top_k_trials(df, "y_acc", "max", k=1)
     assert (top.loc[0, "config_enum"], top.loc[0, "cv_index"]) == (0, 1)
-    configs = top_k_configs(df, "y_acc", "max")
-    assert list(configs["config_enum"]) == [0]
-    assert configs.loc[0, "n_folds"] == 2
-    assert configs.loc[0, "y_acc"] == pytest.approx(0.8125)
+    configs = top_k_configs(df, "y_acc", "max", statistic="mean")
+    assert list(configs["config_enum"]) == [0, 0]
+    assert configs.loc[0, "config_score"] == pytest.approx(0.8125)
 
 
 def test_top_k_on_a_table_without_complete_trials():
     df = pd.DataFrame({"config_enum": [0, 1], "cv_index": [0, 0], "status": ["failed", "running"], "acc": [np.nan, 0.5]})
     assert top_k_trials(df, "acc").empty
     configs = top_k_configs(df, "acc")
-    assert configs.empty and list(configs.columns) == ["config_enum", "n_folds", "acc", "std"]
+    assert configs.empty and {"config_rank", "config_score"} <= set(configs.columns)
 
 
 @pytest.mark.parametrize("params", [{}, {"optimization": {"learning_rate": 0.01, "method": "adam"}}])
@@ -626,8 +633,24 @@ def test_cv_table_repeated_metric_names_are_tabulated_once(params):
     configs = [{"config_id": c, "status": "complete", "params": params} for c in (0, 1)]
     table = cv_table(folds, configs, "acc", "max", 1, metrics=["acc", "loss", "loss"])
     assert list(table.columns) == [
-        "config_id", "status", "n_folds", "split0_acc", "mean_acc", "std_acc", "split0_loss", "mean_loss", "std_loss",
+        "config_id", "status", "folds_done", "split0_acc", "mean_acc", "std_acc", "split0_loss", "mean_loss", "std_loss",
         "rank", "error", *[f"config/optimization/{k}" for k in params.get("optimization", {})],
     ]
     assert list(table["config_id"]) == [1, 0]
     assert list(table["rank"]) == [1, 2]
+
+
+def test_read_folds_takes_a_killed_folds_final_scores_from_its_checkpoint(tmp_path):
+    # the fold finished and checkpointed, but the kill cut result.json before its final line
+    d = write_trial(tmp_path, "c0000_f0_kk_00000", 0, 0, [epoch(0.5, 0.5, 1), epoch(0.75, 0.75, 2)],
+                    raw_tail='{"y_acc": 0.7')
+    (d / "checkpoint_000000" / "fold.json").write_text(json.dumps(
+        {"config_id": 0, "fold": 0, "final": final("complete", 0.75, 2, 2, worker="1@host")}))
+    row = read_folds(str(tmp_path)).iloc[0]
+    assert row["status"] == "complete" and row["score"] == 0.75 and row["best_epoch"] == 2
+    assert row["worker"] == "1@host" and row["checkpoint_path"].endswith("checkpoint_000000")
+
+
+def test_read_folds_without_a_checkpointed_final_report_is_running(tmp_path):
+    write_trial(tmp_path, "c0000_f0_kk_00000", 0, 0, [epoch(0.5, 0.5, 1)], checkpoint=False)
+    assert read_folds(str(tmp_path)).iloc[0]["status"] == "running"

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from glimr_cv.racing import Aggressive, Forgiving, Paired, RacingRule
-from glimr_cv.scheduler import DONE, NEW, STATUSES, WAIT, FoldScheduler, Run
+from glimr_cv.engine.racing import Aggressive, Forgiving, Paired, RacingRule
+from glimr_cv.engine.scheduler import DONE, NEW, STATUSES, WAIT, FoldScheduler, Run
 
 FINAL_STATUSES = {"complete", "pruned", "failed", "incomplete"}
 
@@ -123,7 +123,7 @@ def complete_incumbent(s, scores):
 
 
 def test_bad_mode_is_rejected():
-    with pytest.raises(ValueError, match=r"mode: expected 'min' or 'max', but got 'maximize'"):
+    with pytest.raises(ValueError, match=r"mode: expected one of 'max', 'min', but got 'maximize'"):
         depth_first(3, mode="maximize")
 
 

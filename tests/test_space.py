@@ -5,8 +5,8 @@ import re
 import pytest
 from spaces import DELETE, edited
 
-from glimr_cv.notation import SpaceError, flatten, loguniform, parse_space, sample_space
-from glimr_cv.space import (
+from glimr_cv.space.notation import SpaceError, flatten, loguniform, parse_space, sample_space
+from glimr_cv.space.sections import (
     OPTIMIZERS,
     default_metric,
     metric_names,
@@ -116,11 +116,12 @@ INVALID = [
     ),
     (
         {"tasks__cls__loss": "mse"},
-        "tasks/cls/loss: expected a dict {'name': str, 'loss': class or function, 'kwargs'?: dict}, but got 'mse'",
+        "tasks/cls/loss: expected a dict {'name': str, 'loss': class or function, 'kwargs'?: dict} (or a choice of them), "
+        "but got 'mse'",
     ),
     (
         {"tasks__cls__loss": {"name": "ce"}},
-        "tasks/cls/loss: expected a dict {'name': str, 'loss': class or function, 'kwargs'?: dict}, "
+        "tasks/cls/loss: expected a dict {'name': str, 'loss': class or function, 'kwargs'?: dict} (or a choice of them), "
         "but got {'name': 'ce'}",
     ),
     (
@@ -193,7 +194,7 @@ INVALID = [
     ({"data__batch_size": 0}, "data/batch_size: expected an int >= 1, but got 0"),
     ({"data__batch_size": -8}, "data/batch_size: expected an int >= 1, but got -8"),
     ({"data__batch_size": True}, "data/batch_size: expected an int >= 1, but got True"),
-    ({"data__batch_size": [64, 16]}, "data/batch_size: `min <= max` must hold, but got (min=64, max=16)"),
+    ({"data__batch_size": [64, 16]}, "data/batch_size: expected min <= max, but got (min=64, max=16)"),
     ({"tasks__cls__loss_weight": [-1.0, 1.0]}, "tasks/cls/loss_weight: expected a number >= 0, but got -1.0"),
     ({"optimization__epochs": [0, 10]}, "optimization/epochs: expected an int >= 1, but got 0"),
     ({"data__batch_size": [0, 64, 16]}, "data/batch_size: expected an int >= 1, but got 0"),
@@ -324,3 +325,45 @@ def test_optimization_space_calls_are_independent():
 
 def test_flattened_optimization_space_keys():
     assert set(flatten({"optimization": optimization_space()})) == {f"optimization/{k}" for k in OPTIMIZATION_KEYS}
+
+
+# -- glimr's spellings (its cross-validation tutorial) ---------------------------------------
+def test_a_choice_of_loss_dicts_is_a_valid_loss():
+    from ray import tune
+
+    space = make_space()
+    space["tasks"]["cls"]["loss"] = tune.choice([{"name": "a", "loss": crossentropy}, {"name": "b", "loss": "mse"}])
+    validate_space(space)
+    names = {sample_space(validate_space(space), seed)["tasks"]["cls"]["loss"]["name"] for seed in range(20)}
+    assert names == {"a", "b"}
+
+
+def test_a_choice_of_losses_checks_each_loss():
+    from ray import tune
+
+    space = make_space()
+    space["tasks"]["cls"]["loss"] = tune.choice([{"name": "a", "loss": crossentropy}, "mse"])
+    with pytest.raises(SpaceError, match=re.escape("tasks/cls/loss: expected a dict {'name': str, 'loss': class or "
+                                                   "function, 'kwargs'?: dict} (or a choice of them), but got 'mse'")):
+        validate_space(space)
+
+
+def test_a_one_element_tuple_is_a_loss_weight():
+    from glimr_cv.space.sections import loss_weight
+
+    space = make_space()
+    space["tasks"]["cls"]["loss_weight"] = (1.0,)
+    validate_space(space)
+    assert loss_weight((0.5,)) == 0.5 and loss_weight(2.0) == 2.0
+    space["tasks"]["cls"]["loss_weight"] = (-1.0,)
+    with pytest.raises(SpaceError, match=re.escape("tasks/cls/loss_weight: expected a number >= 0, but got (-1.0,)")):
+        validate_space(space)
+
+
+def test_optimization_batch_is_refused_rather_than_silently_dropped():
+    space = make_space()
+    space["optimization"]["batch"] = 64
+    with pytest.raises(SpaceError, match=re.escape(
+            "optimization/batch: expected the batch size in data/batch_size, the loader's argument, but got "
+            "optimization/batch=64; move it there")):
+        validate_space(space)

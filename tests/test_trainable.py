@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from glimr_cv.trainable import TrialSpec, _report_finished_fold, validation_report
+from glimr_cv.engine.fold import TrialSpec, validation_report
+from glimr_cv.engine.trainable import _report_finished_fold
 
 
 def _spec(tasks, names, metric):

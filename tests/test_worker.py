@@ -1,4 +1,4 @@
-"""Worker preparation (glimr_cv.trainable._prepare_worker), in a fresh process each."""
+"""Worker preparation (glimr_cv.engine.trainable._prepare_worker), in a fresh process each."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ pytest.importorskip("tensorflow")
 
 PROBE = """
 import keras, tensorflow as tf
-from glimr_cv import trainable
+from glimr_cv.engine import trainable
 trainable._prepare_worker({cpus})
 keras.ops.ones((2, 2)) + 1  # TensorFlow's runtime starts here, with the pools set above
 print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())

@@ -7,36 +7,15 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
-__all__ = ["TrialSpec", "train_fold", "META", "trial_dirname"]
+from ..schema import META, SCORE, STATUS
+from .fold import TrialSpec, build_model, fold_seed, load_fold, validation_report
 
-#: Key of the scheduler's bookkeeping inside a trial's config.
-META = "__glimr_cv__"
-
-
-@dataclass
-class TrialSpec:
-    """Everything a trial needs besides its config; shipped to workers once."""
-
-    builder: Callable
-    loader: Callable
-    metric: str
-    mode: str
-    cv_folds: int | None
-    task_names: list
-    metric_names: list
-    loader_kwargs: dict = field(default_factory=dict)
-    fit_kwargs: dict = field(default_factory=dict)
-    stopper: Any = None
-    seed: int = 0
-    reuse_models: bool = True
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # tells this search's configurations apart
+__all__ = ["train_fold", "trial_dirname"]
 
 
 def trial_dirname(trial) -> str:
@@ -49,32 +28,6 @@ def split_config(config: dict) -> tuple[dict, dict]:
     """``(sampled configuration, scheduler bookkeeping)`` of a trial config."""
     params = {k: v for k, v in config.items() if k != META}
     return params, config[META]
-
-
-def _log_key(logs: dict, task: str, name: str, single: bool) -> str:
-    # Keras 3 prefixes validation logs by output name only when a model has several outputs
-    for key in (f"val_{task}_{name}", f"val_{name}") if single else (f"val_{task}_{name}",):
-        if key in logs:
-            return key
-    raise KeyError(
-        f"metric {task}_{name}: Keras logged no 'val_{task}_{name}'"
-        + ("" if not single else f" or 'val_{name}'")
-        + f"; logged keys are {sorted(logs)}. Are the model's outputs named by task and "
-        "is each metric built with its config name (see glimr_cv.keras_metrics)?"
-    )
-
-
-def validation_report(logs: dict, spec: TrialSpec) -> dict:
-    """Map Keras epoch logs to ``{task}_{metric}``, ``{task}_loss`` and ``loss``."""
-    single = len(spec.task_names) == 1
-    report = {}
-    for name in spec.metric_names:
-        if name == "loss":
-            report["loss"] = float(logs["val_loss"])
-            continue
-        task = next(t for t in spec.task_names if name.startswith(f"{t}_"))
-        report[name] = float(logs[_log_key(logs, task, name[len(task) + 1 :], single)])
-    return report
 
 
 def _better(a: float, b: float | None, mode: str) -> bool:
@@ -155,64 +108,12 @@ def _drop_fold_gradients() -> None:
         del registry[key]
 
 
-_LAST_MODEL: tuple[Any, Any] | None = None  # (configuration key, model) of this worker's last fold
-
-
-def _signature(variables) -> list:
-    return [(tuple(v.shape), str(v.dtype)) for v in variables]
-
-
-def fold_model(params: dict, spec: TrialSpec, seed: int, key: Any = None) -> tuple[Any, bool]:
-    """``(model, reused)``: the compiled model a new fold trains, in the builder's initial state for ``seed``.
-
-    The builder always runs (after ``clear_session`` and ``set_random_seed(seed)``) and
-    its model is compiled with a fresh optimizer. When ``key`` (the configuration's
-    identity; ``None`` turns reuse off) equals that of this worker's previous fold and
-    the previous model has the same variables, the previous model is returned instead
-    (``reused`` is True), with every variable (weights, random-seed state, optimizer
-    slots and step) set to the fresh model's values: the fold trains exactly as the
-    fresh model would, without tracing Keras's train and test steps again (~1 s per
-    fold for the demo MLP on one core).
-    """
-    global _LAST_MODEL
-    import keras
-
-    from .keras_helpers import keras_optimizer
-
-    last = _LAST_MODEL[1] if _LAST_MODEL is not None and _LAST_MODEL[0] == key else None
-    _LAST_MODEL = None  # another configuration's model goes with the session
-    # A reused actor keeps no graph or layer names from earlier folds. clear_session
-    # also runs the garbage collector, which gc.freeze() in _prepare_worker keeps cheap.
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    built = spec.builder(params)
-    if not isinstance(built, tuple) or len(built) != 4:
-        raise TypeError(
-            f"builder must return (model, losses, loss_weights, metrics), but returned {type(built).__name__}"
-            + (f" of length {len(built)}" if isinstance(built, tuple) else "")
-        )
-    model, losses, loss_weights, metrics = built
-    model.compile(
-        optimizer=keras_optimizer(params["optimization"]),
-        loss=losses,
-        loss_weights=loss_weights,
-        metrics=metrics,
-    )
-    if key is None or not model.built:  # a subclassed model makes its variables in fit
-        return model, False
-    model.optimizer.build(model.trainable_variables)
-    reused = (
-        last is not None
-        and [v.path for v in last.variables] == [v.path for v in model.variables]
-        and _signature(last.variables) == _signature(model.variables)
-        and _signature(last.optimizer.variables) == _signature(model.optimizer.variables)
-    )
-    if reused:
-        for old, new in zip(last.variables + last.optimizer.variables, model.variables + model.optimizer.variables):
-            old.assign(new)
-        model = last
-    _LAST_MODEL = (key, model)
-    return model, reused
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):  # not Linux
+        return math.nan
 
 
 def train_fold(config: dict, spec: TrialSpec) -> None:
@@ -220,14 +121,14 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
 
     Each epoch reports the validation metrics plus ``fold_score`` (the best value of
     ``spec.metric`` so far) and ``epoch``. A last report carries the best epoch's
-    metrics, ``best_epoch``, ``epochs``, ``fit_seconds`` (time inside ``model.fit``),
-    ``model_reused`` (see :func:`fold_model`),
-    ``fold_status`` ("complete" or "failed", with ``error``) and, when complete,
-    a checkpoint holding ``model.weights.h5`` and ``fold.json``.
+    metrics and the fold row's details and profile (:mod:`glimr_cv.schema`),
+    ``fold_status`` ("complete" or "failed", with ``error``) and, when complete, a
+    checkpoint holding ``model.weights.h5`` and ``fold.json``.
     """
     import keras
     from ray import tune
 
+    started = time.time()
     for name in ("ray.train", "ray.tune"):  # one "checkpoint created" line per fold is noise
         logging.getLogger(name).setLevel(logging.WARNING)
     params, meta = split_config(config)
@@ -235,13 +136,12 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
         return  # finished before the driver stopped: never train a fold twice
     _prepare_worker(tune.get_context().get_trial_resources().required_resources.get("CPU"))
     _drop_fold_gradients()
-    # distinct for every (search seed, configuration, fold): seed s+1 must not reuse seed s's inits
-    seed = (spec.seed * 1_000_003 + 1009 * meta["config_id"] + meta["fold"]) % 2**31
-    model, reused = fold_model(params, spec, seed, key=(spec.run_id, meta["config_id"]) if spec.reuse_models else None)
-    data_kwargs = {**params["data"], **spec.loader_kwargs}
-    if spec.cv_folds:
-        data_kwargs.update(cv_index=meta["fold"], cv_folds=spec.cv_folds)
-    train_ds, val_ds = spec.loader(**data_kwargs)
+    clock = time.perf_counter()
+    key = (spec.run_id, meta["config_id"]) if spec.reuse_models else None
+    model, reused = build_model(params, spec, fold_seed(spec, meta["config_id"], meta["fold"]), key=key)
+    build_seconds, clock = time.perf_counter() - clock, time.perf_counter()
+    train_ds, val_ds = load_fold(params, spec, meta["fold"])
+    load_seconds = time.perf_counter() - clock
 
     trial_id = tune.get_context().get_trial_id()
     state = {"best": None, "best_epoch": None, "weights": None, "metrics": {}, "error": None, "epochs": 0}
@@ -260,43 +160,45 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
             score = report[spec.metric]
             if _better(score, state["best"], spec.mode):
                 state.update(best=score, best_epoch=epoch + 1, weights=self.model.get_weights(), metrics=report)
-            report.update(epoch=epoch + 1, fold_score=state["best"])
+            report.update(epoch=epoch + 1, **{SCORE: state["best"]})
             tune.report(report)
             if spec.stopper is not None and spec.stopper(trial_id, {**report, "training_iteration": epoch + 1}):
                 self.model.stop_training = True
 
     fit_kwargs = {"shuffle": False, **spec.fit_kwargs}  # tf.data pipelines shuffle themselves
     callbacks = [_Report(), *fit_kwargs.pop("callbacks", [])]
-    start = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=int(params["optimization"]["epochs"]),
-        callbacks=callbacks,
-        verbose=0,
-        **fit_kwargs,
-    )
-    fit_seconds = time.perf_counter() - start
+    clock = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=int(params["optimization"]["epochs"]),
+              callbacks=callbacks, verbose=0, **fit_kwargs)
+    fit_seconds = time.perf_counter() - clock
 
     final = {
         **state["metrics"],
-        "fold_score": state["best"],
+        SCORE: state["best"],
+        "score": state["best"],
         "best_epoch": state["best_epoch"],
         "epochs": state["epochs"],
         "fit_seconds": fit_seconds,
         "model_reused": reused,
+        "worker": f"{os.getpid()}@{socket.gethostname()}",
+        "started_at": started,
+        "build_seconds": build_seconds,
+        "load_seconds": load_seconds,
+        "worker_rss_mb": _rss_mb(),
         "config_id": meta["config_id"],
         "fold": meta["fold"],
     }
     if state["error"] is None and state["best"] is None:
         state["error"] = f"{spec.metric} was never finite in {state['epochs']} epochs"
     if state["error"] is not None:
-        tune.report({**final, "fold_status": "failed", "error": state["error"]})
+        tune.report({**final, "ended_at": time.time(), "save_seconds": 0.0, STATUS: "failed", "error": state["error"]})
     else:
+        clock = time.perf_counter()
         model.set_weights(state["weights"])
         with tempfile.TemporaryDirectory() as tmp:
             model.save_weights(os.path.join(tmp, "model.weights.h5"))
+            final.update(save_seconds=time.perf_counter() - clock, ended_at=time.time(), **{STATUS: "complete"})
             with open(os.path.join(tmp, "fold.json"), "w") as f:
-                json.dump({**meta, "metric": spec.metric, "mode": spec.mode, "final": {**final, "fold_status": "complete"}}, f)
-            tune.report({**final, "fold_status": "complete"}, checkpoint=tune.Checkpoint.from_directory(tmp))
+                json.dump({**meta, "metric": spec.metric, "mode": spec.mode, "final": final}, f)
+            tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
     del model, train_ds, val_ds, state  # freed by the next fold's clear_session (or reused)

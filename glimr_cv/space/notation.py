@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 __all__ = [
+    "sampled_paths",
     "Choice",
     "IntRange",
     "FloatRange",
@@ -155,7 +156,7 @@ def loguniform(low: float, high: float) -> FloatRange:
         Unless ``0 < low <= high``.
     """
     if not (_is_number(low) and _is_number(high)) or not 0 < low <= high:
-        raise SpaceError(f"loguniform needs `0 < low <= high`, but got (low={low!r}, high={high!r})")
+        raise SpaceError(f"loguniform: expected 0 < low <= high, but got (low={low!r}, high={high!r})")
     return FloatRange(float(low), float(high), log=True)
 
 
@@ -165,7 +166,7 @@ def _is_number(x: Any) -> bool:
 
 def _parse_set(values: set | frozenset, path: tuple) -> Choice:
     if not values:
-        raise SpaceError(f"{_fmt(path)}: a set is a choice and needs at least one element, but got an empty set")
+        raise SpaceError(f"{_fmt(path)}: expected a set with at least one element (a set is a choice), but got an empty set")
     try:
         ordered = tuple(sorted(values))
     except TypeError:  # mixed types: order by repr so a seed gives the same sample on every run
@@ -177,25 +178,25 @@ def _parse_list(values: list, path: tuple) -> IntRange | FloatRange:
     where = _fmt(path)
     if len(values) not in (2, 3):
         raise SpaceError(
-            f"{where}: a list is an interval [min, max] or [min, max, step], but got a list of "
+            f"{where}: expected an interval [min, max] or [min, max, step], but got a list of "
             f"length {len(values)}: {values!r} (use a tuple for a constant sequence)"
         )
     bad = [v for v in values if not _is_number(v)]
     if bad:
         raise SpaceError(
-            f"{where}: interval elements must be numbers (int or float), but got {bad[0]!r} in {values!r}"
+            f"{where}: expected interval elements that are numbers (int or float), but got {bad[0]!r} in {values!r}"
         )
     kinds = {isinstance(v, numbers.Integral) for v in values}
     if len(kinds) > 1:
         raise SpaceError(
-            f"{where}: interval elements must be all int or all float, but got mixed types in {values!r}"
+            f"{where}: expected interval elements that are all int or all float, but got mixed types in {values!r}"
         )
     low, high = values[0], values[1]
     if low > high:
-        raise SpaceError(f"{where}: `min <= max` must hold, but got (min={low!r}, max={high!r})")
+        raise SpaceError(f"{where}: expected min <= max, but got (min={low!r}, max={high!r})")
     step = values[2] if len(values) == 3 else None
     if step is not None and step <= 0:
-        raise SpaceError(f"{where}: `step > 0` must hold, but got step={step!r}")
+        raise SpaceError(f"{where}: expected step > 0, but got step={step!r}")
     if kinds == {True}:
         return IntRange(int(low), int(high), int(step) if step is not None else 1)
     return FloatRange(float(low), float(high), float(step) if step is not None else None)
@@ -220,7 +221,7 @@ def parse_space(space: dict, path: tuple = ()) -> dict:
         For malformed notation, naming the path of the leaf and the rule.
     """
     if not isinstance(space, dict):
-        raise SpaceError(f"{_fmt(path)}: a search space must be a dict, but got {type(space).__name__}")
+        raise SpaceError(f"{_fmt(path)}: expected a dict (a search space), but got {type(space).__name__}")
     out = {}
     for key, value in space.items():
         sub = path + (key,)
@@ -249,6 +250,11 @@ def iter_leaves(space: dict, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
             yield from iter_leaves(value, path + (key,))
         else:
             yield path + (key,), value
+
+
+def sampled_paths(space: dict) -> list[str]:
+    """Config paths (``"optimization/learning_rate"``) of the leaves a parsed space samples."""
+    return [_fmt(p) for p, v in iter_leaves(space) if isinstance(v, (Choice, IntRange, FloatRange, TuneDomain))]
 
 
 def flatten(config: dict, prefix: str = "") -> dict:

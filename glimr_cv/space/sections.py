@@ -82,6 +82,11 @@ def _possible_values(value: Any) -> list | None:
     return [value]
 
 
+def loss_weight(value: Any) -> Any:
+    """A task's loss weight; glimr's tutorials write it as a one-element tuple, ``(1.0,)``."""
+    return value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+
+
 def task_metrics(task: dict, path: str) -> list[dict]:
     """The metric entries of one task as a list of ``{"name", "metric", "kwargs"?}``."""
     metrics = task.get("metrics", [])
@@ -141,16 +146,16 @@ def validate_space(space: Any) -> dict:
         for key in ("loss", "loss_weight", "metrics"):
             if key not in task:
                 raise SpaceError(f"{path}: the required key {key!r} is missing; a task needs 'loss', 'loss_weight' and 'metrics'")
-        loss = task["loss"]
-        if not isinstance(loss, dict) or "loss" not in loss:
-            raise SpaceError(
-                f"{path}/loss: expected a dict {{'name': str, 'loss': class or function, 'kwargs'?: dict}}, but got {loss!r}"
-            )
-        if "kwargs" in loss and not isinstance(loss["kwargs"], dict):
-            raise SpaceError(f"{path}/loss/kwargs: expected a dict, but got {loss['kwargs']!r}")
+        # glimr's tutorials choose the loss itself, tune.choice([{...}, {...}])
+        for loss in _possible_values(parsed["tasks"][name]["loss"]) or [task["loss"]]:
+            if not isinstance(loss, dict) or "loss" not in loss:
+                raise SpaceError(f"{path}/loss: expected a dict {{'name': str, 'loss': class or function, "
+                                 f"'kwargs'?: dict}} (or a choice of them), but got {loss!r}")
+            if "kwargs" in loss and not isinstance(loss["kwargs"], dict):
+                raise SpaceError(f"{path}/loss/kwargs: expected a dict, but got {loss['kwargs']!r}")
         weight = parsed["tasks"][name]["loss_weight"]
         for w in _possible_values(weight) or []:
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            if isinstance(w, bool) or not isinstance(loss_weight(w), (int, float)) or loss_weight(w) < 0:
                 raise SpaceError(f"{path}/loss_weight: expected a number >= 0, but got {w!r}")
         seen = set()
         for entry in task_metrics(task, path):
@@ -168,6 +173,9 @@ def validate_space(space: Any) -> dict:
             raise SpaceError(
                 f"optimization/method: unknown optimizer {method!r}; expected one of {sorted(OPTIMIZERS)}"
             )
+    if "batch" in opt:  # some glimr versions had it; a silently ignored batch size would mislead
+        raise SpaceError(f"optimization/batch: expected the batch size in data/batch_size, the loader's argument, "
+                         f"but got optimization/batch={opt['batch']!r}; move it there")
     for epochs in _possible_values(parsed["optimization"]["epochs"]) or []:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise SpaceError(f"optimization/epochs: expected an int >= 1, but got {epochs!r}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import numbers
 from typing import Any, Callable
 
 import numpy as np
+
+from ..checks import check_int
 
 __all__ = ["check_loader", "kfold_loader", "KFoldLoader"]
 
@@ -110,10 +111,6 @@ def kfold_loader(
                        shuffle=shuffle, seed=seed, val_batch_size=val_batch_size, stratify=stratify)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _rows(name: str, value: Any) -> np.ndarray:
     array = np.asarray(value)
     if array.ndim == 0:
@@ -211,11 +208,9 @@ class KFoldLoader:
 
         self.preprocess = self._check_preprocess(preprocess)
         self.shuffle = bool(shuffle)
-        if not _is_int(seed) or not 0 <= seed < 2**32:
-            raise ValueError(f"seed: expected an int in [0, 2**32), but got {seed!r}")
+        check_int("seed", seed, 0, 2**32 - 1)
         self.seed = int(seed)
-        if val_batch_size is not None and (not _is_int(val_batch_size) or val_batch_size < 1):
-            raise ValueError(f"val_batch_size: expected an int >= 1 or None, but got {val_batch_size!r}")
+        check_int("val_batch_size", val_batch_size, 1, allow_none=True)
         self.val_batch_size = val_batch_size
 
         self._folds: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -325,8 +320,7 @@ class KFoldLoader:
             If the data cannot make ``cv_folds`` folds (too few rows, groups or
             members of a class), or a splitter object makes a different number.
         """
-        if not _is_int(cv_folds) or not 2 <= cv_folds <= self.n:
-            raise ValueError(f"cv_folds: expected an int in [2, {self.n}] (at most the {self.n} rows), but got {cv_folds!r}")
+        check_int("cv_folds", cv_folds, 2, self.n)  # at most one row per fold
         cv_folds = int(cv_folds)
         if cv_folds in self._folds:
             return self._folds[cv_folds]
@@ -396,8 +390,7 @@ class KFoldLoader:
     # -- datasets ----------------------------------------------------------------------
     def _fold(self, cv_index, cv_folds):
         folds = self.folds(cv_folds)
-        if not _is_int(cv_index) or not 0 <= cv_index < cv_folds:
-            raise ValueError(f"cv_index: expected an int in [0, {cv_folds}), but got {cv_index!r}")
+        check_int("cv_index", cv_index, 0, cv_folds - 1)
         return folds[int(cv_index)]
 
     def __call__(self, batch_size: int, cv_index: int = 0, cv_folds: int = _DEFAULT_FOLDS):
@@ -413,8 +406,7 @@ class KFoldLoader:
         ValueError
             On an out-of-range ``batch_size``, ``cv_index`` or ``cv_folds``.
         """
-        if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an int >= 1, but got {batch_size!r}")
+        check_int("batch_size", batch_size, 1)
         train, val = self._fold(cv_index, cv_folds)
         import tensorflow as tf
 

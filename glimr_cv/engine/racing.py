@@ -18,6 +18,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..checks import check_int, expected
+
 __all__ = ["RacingRule", "Forgiving", "Aggressive", "Paired", "get_rule", "RULES"]
 
 
@@ -34,8 +36,7 @@ class RacingRule:
     min_folds: int = 1
 
     def __post_init__(self):
-        if isinstance(self.min_folds, bool) or not isinstance(self.min_folds, int) or self.min_folds < 1:
-            raise ValueError(f"`min_folds >= 1` must hold, but got min_folds={self.min_folds!r}")
+        check_int("min_folds", self.min_folds, 1)
 
     def should_stop(self, scores: Mapping[int, float], incumbent: Mapping[int, float]) -> bool:
         """Whether to stop a configuration with fold ``scores`` given the incumbent's.
@@ -88,8 +89,8 @@ class Paired(RacingRule):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"`0 < alpha < 1` must hold, but got alpha={self.alpha!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1:
+            raise ValueError(expected("alpha", "a number in (0, 1)", self.alpha))
 
     def _worse(self, scores, incumbent):
         shared = [f for f in scores if f in incumbent]
@@ -119,5 +120,5 @@ def get_rule(racing: str | RacingRule | None, min_folds: int | None = None) -> R
     if racing is None or isinstance(racing, RacingRule):
         return racing
     if racing not in RULES:
-        raise ValueError(f"racing: unknown rule {racing!r}; expected one of {sorted(RULES)}, a RacingRule or None")
+        raise ValueError(expected("racing", f"one of {sorted(RULES)}, a RacingRule or None", racing))
     return RULES[racing]() if min_folds is None else RULES[racing](min_folds=min_folds)

@@ -1,17 +1,16 @@
-"""Live progress display: the CV leaderboard, refreshed while a search runs."""
+"""Live progress display: the CV leaderboard, redrawn while a search runs."""
 
 from __future__ import annotations
 
 import sys
 import time
-
-from ray.tune import Callback
+from typing import Any, Callable
 
 __all__ = ["ProgressDisplay"]
 
 
-class ProgressDisplay(Callback):
-    """Prints the leaderboard of a running search at most every ``every`` seconds.
+class ProgressDisplay:
+    """Shows ``render()`` at most every ``every`` seconds; call it whenever something changed.
 
     Parameters
     ----------
@@ -23,33 +22,26 @@ class ProgressDisplay(Callback):
         Redraw in place in a notebook instead of appending to the console.
     """
 
-    def __init__(self, render, every: float = 10.0, jupyter: bool = False):
+    def __init__(self, render: Callable[[], Any], every: float = 10.0, jupyter: bool = False):
         self.render = render
         self.every = every
         self.jupyter = jupyter
-        self._last = 0.0
+        self._last = -float("inf")
+
+    def __call__(self) -> None:
+        self.show()
 
     def show(self, force: bool = False) -> None:
+        """Display now if ``every`` seconds have passed since the last time, or if ``force``."""
         now = time.monotonic()
         if not force and now - self._last < self.every:
             return
         self._last = now
-        text = self.render()
+        shown = self.render()
         if self.jupyter:
             from IPython.display import clear_output, display
 
             clear_output(wait=True)
-            display(text)
+            display(shown)
         else:
-            print(text, file=sys.stdout, flush=True)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.show()
-
-    def on_step_end(self, iteration, trials, **info):
-        self.show()
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["render"] = None  # rebuilt by Search.restore
-        return state
+            print(shown, file=sys.stdout, flush=True)

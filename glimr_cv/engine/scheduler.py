@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..checks import check_choice, check_int
 from .racing import RacingRule
 
 __all__ = ["FoldScheduler", "ConfigState", "Run", "NEW", "WAIT", "DONE", "STATUSES"]
@@ -69,7 +70,7 @@ class FoldScheduler:
        configurations have started, or when ``c`` has a finished fold and its mean is
        at least the incumbent's. If ``c`` is competitive, start ``c``'s next fold.
     4. Otherwise, if a new configuration may start (``max_configs`` and the fold
-       budget allow; a new configuration needs ``n_folds`` of budget left), ask
+       budget allow; a new configuration needs ``cv_folds`` of budget left), ask
        for one (:data:`NEW`).
     5. Otherwise start ``c``'s next fold, unless racing is on and ``c`` has folds
        running: their scores may still stop it, so pass over ``c`` for now and
@@ -85,7 +86,7 @@ class FoldScheduler:
 
     Parameters
     ----------
-    n_folds : int
+    cv_folds : int
         Folds per configuration (1 for a single train/validation split).
     mode : {"max", "min"}
         Whether higher or lower scores are better.
@@ -97,7 +98,7 @@ class FoldScheduler:
         Most fold trainings to start, in all.
     explore : int or None
         With racing, configurations whose first fold runs before any configuration
-        gets a second one; ``None`` means ``2 * n_folds``. In replays of the racing
+        gets a second one; ``None`` means ``2 * cv_folds``. In replays of the racing
         benchmark's fold scores (30 configurations x 5 folds, 2 slots), forgiving
         racing needed 40% of the exhaustive fold trainings with ``explore=1``, 39%
         with 5 and 38% with 10, and kept the exhaustive winner.
@@ -105,21 +106,19 @@ class FoldScheduler:
 
     def __init__(
         self,
-        n_folds: int,
+        cv_folds: int,
         mode: str = "max",
         racing: RacingRule | None = None,
         max_configs: int | None = None,
         max_fold_trainings: int | None = None,
         explore: int | None = None,
     ):
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode: expected 'min' or 'max', but got {mode!r}")
-        self.n_folds = n_folds
-        self.mode = mode
+        self.cv_folds = check_int("cv_folds", cv_folds, 1)
+        self.mode = check_choice("mode", mode, ("max", "min"))
         self.racing = racing
         self.max_configs = max_configs
         self.max_fold_trainings = max_fold_trainings
-        self.explore = 2 * n_folds if explore is None else explore
+        self.explore = 2 * cv_folds if explore is None else explore
         self.configs: dict[int, ConfigState] = {}
         self.incumbent: int | None = None
         self.n_started = 0
@@ -157,7 +156,7 @@ class FoldScheduler:
             return False
         if self.max_configs is not None and len(self.configs) >= self.max_configs:
             return False
-        return self._budget_left() >= self.n_folds
+        return self._budget_left() >= self.cv_folds
 
     def _competitive(self, c: ConfigState) -> bool:
         if self.racing is None:
@@ -231,7 +230,7 @@ class FoldScheduler:
         """Register a new configuration and start its first fold."""
         if not self.can_start_config():
             raise RuntimeError("add_config called while no new configuration may start")
-        c = ConfigState(len(self.configs), params, todo=list(range(self.n_folds)))
+        c = ConfigState(len(self.configs), params, todo=list(range(self.cv_folds)))
         self.configs[c.config_id] = c
         return self._dispatch(c)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import uuid
+import weakref
 from typing import Any, Callable
 
 from ray import cloudpickle
 from ray.tune.search import Searcher
 
-from .notation import iter_leaves, sample_space, to_tune
+from ..space.notation import iter_leaves, sample_space, to_tune
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
-from .trainable import META
+from ..schema import META, SCORE, STATUS
 
 __all__ = ["CVSearcher"]
 
@@ -33,7 +35,7 @@ class CVSearcher(Searcher):
     ----------
     space : dict
         The parsed search space.
-    scheduler : FoldScheduler
+    fold_scheduler : FoldScheduler
         Decides which fold runs next.
     metric, mode : str
         Metric of the fold score and its direction.
@@ -42,26 +44,35 @@ class CVSearcher(Searcher):
     inner : ray.tune.search.Searcher or None
         Searcher that proposes configurations.
     on_change : callable or None
-        Called with no argument after every status change (e.g. a progress display).
+        Called with no argument after a fold starts or ends (e.g. a live
+        leaderboard); not kept when the searcher is pickled.
+    token : str, optional
+        Finds this searcher again with :meth:`live`, also after Ray Tune restored
+        it from its experiment folder; defaults to a new unique token.
     """
+
+    _live: "weakref.WeakValueDictionary[str, CVSearcher]" = weakref.WeakValueDictionary()
 
     def __init__(
         self,
         space: dict,
-        scheduler: FoldScheduler,
+        fold_scheduler: FoldScheduler,
         metric: str,
         mode: str,
         seed: int = 0,
         inner: Searcher | None = None,
         on_change: Callable[[], None] | None = None,
+        token: str | None = None,
     ):
         # Tune checks that every result holds the searcher's metric; fold_score always is there
-        super().__init__(metric="fold_score", mode=mode)
+        super().__init__(metric=SCORE, mode=mode)
         self.cv_metric = metric
         self.space = space
-        self.scheduler = scheduler
+        self.fold_scheduler = fold_scheduler
         self.inner = inner
         self.on_change = on_change
+        self.token = token or uuid.uuid4().hex
+        self._live[self.token] = self
         self._rng = random.Random(seed)
         self._trials: dict[str, Run] = {}
         self._inner_ids: dict[int, str] = {}
@@ -95,7 +106,7 @@ class CVSearcher(Searcher):
     # -- Tune interface ---------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None | str:
         while True:
-            action = self.scheduler.next()
+            action = self.fold_scheduler.next()
             self._flush()
             if isinstance(action, Run):
                 return self._assign(trial_id, action)
@@ -104,17 +115,18 @@ class CVSearcher(Searcher):
             if action == DONE:
                 return Searcher.FINISHED
             assert action == NEW
-            params = self._new_params(len(self.scheduler.configs))
+            params = self._new_params(len(self.fold_scheduler.configs))
             if params is None:
                 return None
             if params == Searcher.FINISHED:
-                self.scheduler.close()
+                self.fold_scheduler.close()
                 continue
-            return self._assign(trial_id, self.scheduler.add_config(params))
+            return self._assign(trial_id, self.fold_scheduler.add_config(params))
 
     def _assign(self, trial_id: str, run: Run) -> dict:
         self._trials[trial_id] = run
-        params = self.scheduler.configs[run.config_id].params
+        params = self.fold_scheduler.configs[run.config_id].params
+        self._changed()
         return {**params, META: {"config_id": run.config_id, "fold": run.fold}}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -122,15 +134,16 @@ class CVSearcher(Searcher):
         if run is None:
             return
         if error or not result:
-            self.scheduler.fail(run.config_id, run.fold, f"fold {run.fold} raised an error (trial {trial_id})")
-        elif result.get("fold_status") == "failed":
-            self.scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {result.get('error')}")
+            self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold} raised an error (trial {trial_id})")
+        elif result.get(STATUS) == "failed":
+            self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {result.get('error')}")
         else:
-            self.scheduler.finish(run.config_id, run.fold, result.get("fold_score"))
+            self.fold_scheduler.finish(run.config_id, run.fold, result.get(SCORE))
         self._flush()
+        self._changed()
 
     def _flush(self) -> None:
-        events = self.scheduler.pop_events()
+        events = self.fold_scheduler.pop_events()
         if not events:
             return
         for status, config_id, mean in events:
@@ -141,6 +154,8 @@ class CVSearcher(Searcher):
                 self.inner.on_trial_complete(inner_id, {self.cv_metric: mean})
             else:
                 self.inner.on_trial_complete(inner_id, None, error=True)
+
+    def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
 
@@ -151,7 +166,7 @@ class CVSearcher(Searcher):
     # -- persistence ------------------------------------------------------------
     def get_state(self) -> dict:
         state = {
-            "scheduler": self.scheduler,
+            "scheduler": self.fold_scheduler,
             "trials": self._trials,
             "inner_ids": self._inner_ids,
             "rng": self._rng.getstate(),
@@ -166,7 +181,7 @@ class CVSearcher(Searcher):
         return state
 
     def set_state(self, state: dict) -> None:
-        self.scheduler = state["scheduler"]
+        self.fold_scheduler = state["scheduler"]
         self._trials = state["trials"]
         self._inner_ids = state["inner_ids"]
         self._rng.setstate(state["rng"])
@@ -189,3 +204,12 @@ class CVSearcher(Searcher):
         state = self.__dict__.copy()
         state["on_change"] = None  # a display callback does not survive a restart
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._live[self.token] = self  # Tune unpickles its searcher on restore
+
+    @classmethod
+    def live(cls, token: str) -> "CVSearcher | None":
+        """The searcher with ``token`` in this process, if any (Tune's restored copy included)."""
+        return cls._live.get(token)

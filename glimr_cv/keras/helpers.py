@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-from .space import OPTIMIZERS, task_metrics
+from ..space.sections import OPTIMIZERS, loss_weight, task_metrics
 
 __all__ = ["keras_losses", "keras_metrics", "keras_optimizer"]
 
@@ -54,7 +54,7 @@ def keras_losses(config: dict) -> tuple[dict, dict]:
         losses[task_name] = _instantiate(
             spec["loss"], dict(spec.get("kwargs") or {}), spec.get("name"), f"tasks/{task_name}/loss", "loss"
         )
-        weights[task_name] = float(task["loss_weight"])
+        weights[task_name] = float(loss_weight(task["loss_weight"]))
     return losses, weights
 
 

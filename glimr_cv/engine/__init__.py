@@ -1,0 +1,9 @@
+"""The search engine.
+
+* :mod:`.scheduler` and :mod:`.racing` decide which fold runs next and which
+  configuration stops (pure Python);
+* :mod:`.searcher` adapts them to Ray Tune, and :mod:`.runner` wires Ray Tune;
+* :mod:`.fold` prepares one fold (builder and loader, checked), :mod:`.trainable`
+  trains it in a Ray worker;
+* :mod:`.store` keeps the experiment folder; :mod:`.progress` shows the live leaderboard.
+"""

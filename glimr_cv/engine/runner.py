@@ -1,0 +1,79 @@
+"""Ray Tune wiring: the trainable, a Tuner for a new or a restored experiment, and the run.
+
+Ray Tune's three kinds of settings stay apart: the *space* belongs to the
+:class:`~glimr_cv.engine.searcher.CVSearcher` (Tune's ``param_space`` is empty),
+*how to search* is the :class:`ray.tune.TuneConfig`, and *how to run* the
+:class:`ray.tune.RunConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .fold import TrialSpec
+from .searcher import CVSearcher
+
+__all__ = ["init_ray", "new_tuner", "restore_tuner", "run"]
+
+#: Environment of every Ray worker: no TensorFlow C++ info lines, no Python warnings.
+WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+
+
+def init_ray() -> None:
+    """Start a local Ray unless this process is already connected to one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, configure_logging=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+
+
+def _trainable(spec: TrialSpec, resources: dict):
+    from ray import tune
+
+    from .trainable import train_fold
+
+    return tune.with_resources(tune.with_parameters(train_fold, spec=spec), {k.lower(): v for k, v in resources.items()})
+
+
+def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str, *, scheduler: Any = None,
+              max_concurrent_trials: int | None = None, reuse_actors: bool = True,
+              checkpoint_kwargs: dict | None = None, max_failures: int = 2):
+    """A Tuner whose trials are the folds ``searcher`` hands out, writing to folder ``path``."""
+    from ray import tune
+
+    from .trainable import trial_dirname
+
+    how_to_search = tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=-1,  # the searcher says when it has finished
+        max_concurrent_trials=max_concurrent_trials,
+        reuse_actors=reuse_actors,  # a new actor per fold spent ~75% of worker time importing TensorFlow
+        trial_dirname_creator=trial_dirname,
+    )
+    how_to_run = tune.RunConfig(
+        name=os.path.basename(path),
+        storage_path=os.path.dirname(path),
+        checkpoint_config=tune.CheckpointConfig(**(checkpoint_kwargs or {})),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        verbose=0,
+    )
+    return tune.Tuner(_trainable(spec, resources), param_space={}, tune_config=how_to_search, run_config=how_to_run)
+
+
+def restore_tuner(path: str, spec: TrialSpec, resources: dict):
+    """The Tuner of the interrupted experiment in folder ``path``, to resume."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(path):
+        raise FileNotFoundError(f"restore: {path!r} holds no Ray Tune experiment state to resume")
+    return tune.Tuner.restore(path, trainable=_trainable(spec, resources), resume_unfinished=True, resume_errored=True)
+
+
+def run(tuner, display=None):
+    """Fit ``tuner``; ``display`` (a :class:`~glimr_cv.engine.progress.ProgressDisplay`) is shown once more at the end."""
+    result_grid = tuner.fit()
+    if display is not None:
+        display.show(force=True)
+    return result_grid

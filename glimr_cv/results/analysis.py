@@ -1,0 +1,208 @@
+"""glimr's analysis functions, reading an experiment directory from disk."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Callable
+
+import pandas as pd
+
+from ..checks import check_callable, check_choice, check_int, check_type, expected
+from ..schema import DETAILS, GLIMR_NAMES, KEYS, LOCATION, META, PROFILE, REPORT_KEYS, SCORE, STATUS
+
+__all__ = ["read_folds", "experiment_table", "default_checkpoints", "top_k_trials", "top_k_configs"]
+
+
+def _error_text(trial_dir: str) -> str | None:
+    path = os.path.join(trial_dir, "error.txt")
+    if not os.path.exists(path):
+        return None
+    lines = [line.strip() for line in open(path, errors="replace") if line.strip()]
+    return lines[-1] if lines else "error"
+
+
+def _results(trial_dir: str) -> list[dict]:
+    results = []
+    path = os.path.join(trial_dir, "result.json")
+    if os.path.exists(path):
+        for line in open(path):
+            try:
+                results.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut short by a kill
+    return results
+
+
+def _checkpointed_final(checkpoint: str | None) -> dict | None:
+    """The final report a finished fold stored in its checkpoint, if any."""
+    try:
+        with open(os.path.join(checkpoint, "fold.json")) as f:
+            return json.load(f).get("final")
+    except (TypeError, OSError, ValueError):  # no checkpoint, no file, or a file cut short
+        return None
+
+
+def read_folds(exp_dir: str) -> pd.DataFrame:
+    """One row per (configuration, fold) trial found in an experiment directory.
+
+    Columns: :func:`glimr_cv.schema.fold_columns` of the reported metrics (the
+    metrics at the best epoch, ``score``, details and profile, ``checkpoint_path``,
+    ``trial_id``, ``error``), then ``config``. ``status`` is "complete", "failed" or
+    "running" (no final report yet). A fold whose result log was cut short (the
+    run was killed) but whose checkpoint holds its final report is complete.
+    """
+    if not os.path.isdir(exp_dir):
+        raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
+    rows = []
+    for trial_dir in sorted(glob.glob(os.path.join(exp_dir, "*", "params.json"))):
+        trial_dir = os.path.dirname(trial_dir)
+        try:
+            params = json.load(open(os.path.join(trial_dir, "params.json")))
+        except (OSError, ValueError):
+            continue
+        meta = params.pop(META, None)
+        if meta is None:
+            continue
+        results = _results(trial_dir)
+        checkpoints = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
+        finals = [r for r in results if STATUS in r]
+        final = finals[-1] if finals else _checkpointed_final(checkpoints[-1] if checkpoints else None)
+        error = _error_text(trial_dir)
+        if final is not None:
+            status, last = final[STATUS], final
+            error = final.get("error") if status == "failed" else None
+        else:
+            epochs = [r for r in results if r.get(SCORE) is not None]
+            last = epochs[-1] if epochs else {}
+            status = "failed" if error else "running"
+        rows.append({
+            "config_id": meta["config_id"],
+            "fold": meta["fold"],
+            "status": status,
+            **{k: v for k, v in last.items() if k not in REPORT_KEYS and isinstance(v, (int, float))},
+            **{k: last.get(k) for k in (*DETAILS, *PROFILE)},
+            "score": last.get(SCORE),
+            "epochs": last.get("epochs", last.get("epoch")),
+            "checkpoint_path": checkpoints[-1] if checkpoints and status == "complete" else None,
+            "trial_id": os.path.basename(trial_dir).split("_", 2)[-1],
+            "error": error,
+            "config": params,
+        })
+    if not rows:
+        return pd.DataFrame(columns=[*KEYS, *DETAILS, *PROFILE, *LOCATION])
+    return pd.DataFrame(rows).sort_values(["config_id", "fold"]).reset_index(drop=True)
+
+
+def experiment_table(exp_dir: str, checkpointed: bool = True) -> pd.DataFrame:
+    """glimr's trial table: one row per (configuration, fold) trial.
+
+    Columns of :func:`read_folds`, with glimr's names in front: ``config_enum``
+    (the configuration) and ``cv_index`` (the fold), and glimr's
+    ``training_iteration`` (the checkpointed epoch, ``best_epoch``). A glimr_cv
+    trial keeps one checkpoint, its best epoch, so there is one row per trial
+    where glimr had one per checkpointed epoch.
+
+    Parameters
+    ----------
+    exp_dir : str
+        The experiment folder.
+    checkpointed : bool
+        Keep only trials with a checkpoint (finished folds), as glimr does;
+        ``False`` also lists running and failed folds.
+    """
+    df = read_folds(exp_dir)
+    if checkpointed:
+        df = df[df["checkpoint_path"].notna()].reset_index(drop=True)
+    df.insert(len(df.columns), "training_iteration", df["best_epoch"])
+    return _glimr_names(df)
+
+
+def default_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    """The row of each trial's performance checkpoint, as glimr selects it.
+
+    A glimr_cv trial writes only that checkpoint (its best epoch), so this keeps
+    the checkpointed rows, one per trial.
+    """
+    df = _glimr_names(check_type("df", df, pd.DataFrame, "a DataFrame of fold rows (experiment_table(path))"))
+    return df[df["checkpoint_path"].notna()].drop_duplicates("trial_id").reset_index(drop=True)
+
+
+def _glimr_names(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with glimr's key names in front; our names (``results.folds``) are renamed."""
+    df = df.rename(columns={k: v for k, v in GLIMR_NAMES.items() if k in df.columns and v not in df.columns})
+    front = [c for c in GLIMR_NAMES.values() if c in df.columns]
+    return df[[*front, *(c for c in df.columns if c not in front)]]
+
+
+def _check(df: pd.DataFrame, metric: str, mode: str, k: int | None) -> pd.DataFrame:
+    check_type("df", df, pd.DataFrame, "a DataFrame of fold rows (experiment_table(path) or results.folds)")
+    if metric not in df.columns:
+        raise ValueError(expected("metric", f"a column of df, one of {sorted(map(str, df.columns))}", metric))
+    check_choice("mode", mode, ("max", "min"))
+    check_int("k", k, 1, allow_none=True)
+    return _glimr_names(df)
+
+
+def top_k_trials(df: pd.DataFrame, metric: str, mode: str = "max", k: int | None = 10, fold: int | None = None,
+                 config_filter: Callable[[dict], bool] | None = None) -> pd.DataFrame:
+    """The ``k`` best complete trials (fold trainings) by ``metric``.
+
+    Parameters
+    ----------
+    df : DataFrame
+        :func:`experiment_table`'s, or ``results.folds``; rows come back with
+        glimr's names, ``config_enum`` and ``cv_index``.
+    metric, mode : str
+        Column to sort by, and its direction.
+    k : int or None
+        Rows to return; ``None`` for all.
+    fold : int, optional
+        Only trials of this fold.
+    config_filter : callable, optional
+        ``config_filter(config) -> bool`` on each trial's configuration (a nested
+        dict); only trials for which it is true.
+    """
+    rows = _check(df, metric, mode, k)
+    rows = rows[rows["status"] == "complete"]
+    check_int("fold", fold, 0, allow_none=True)
+    if fold is not None:
+        rows = rows[rows["cv_index"] == fold]
+    if config_filter is not None:
+        check_callable("config_filter", config_filter, "a function config -> bool")
+        if "config" not in rows:
+            raise ValueError(expected("df", "a 'config' column for config_filter", sorted(map(str, rows.columns))))
+        rows = rows[[bool(config_filter(c)) for c in rows["config"]]]
+    rows = rows.sort_values(metric, ascending=mode == "min", kind="stable")
+    return rows.head(k).reset_index(drop=True) if k else rows.reset_index(drop=True)
+
+
+def top_k_configs(
+    df: pd.DataFrame, metric: str, mode: str = "max", k: int | None = 10, statistic: str | Callable = "median"
+) -> pd.DataFrame:
+    """The complete trials of the ``k`` best configurations, as glimr returns them.
+
+    Configurations are ranked by a ``statistic`` of ``metric`` over their
+    complete folds (glimr's default, the median). Rows are the configurations'
+    trials, best configuration first and by fold within one, with two columns
+    added: ``config_rank`` (1 is best) and ``config_score`` (the statistic). For
+    one row per configuration with mean, std and every split, use
+    ``results.table``.
+
+    Parameters
+    ----------
+    statistic : {"median", "mean", "min", "max"} or callable
+        Aggregates a configuration's fold scores (a Series) to one number.
+    """
+    rows = _check(df, metric, mode, k)
+    if not callable(statistic) and statistic not in ("mean", "median", "min", "max"):
+        raise ValueError(expected("statistic", "'mean', 'median', 'min', 'max' or a function", statistic))
+    rows = rows[rows["status"] == "complete"]
+    scores = rows.groupby("config_enum")[metric].agg(statistic)
+    order = sorted(scores.index, key=lambda c: (-scores[c] if mode == "max" else scores[c], c))
+    order = order[:k] if k else order
+    rank = {c: i + 1 for i, c in enumerate(order)}
+    out = rows[rows["config_enum"].isin(order)].assign(
+        config_rank=lambda d: d["config_enum"].map(rank), config_score=lambda d: d["config_enum"].map(scores))
+    return out.sort_values(["config_rank", "cv_index"], kind="stable").reset_index(drop=True)
