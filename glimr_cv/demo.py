@@ -85,10 +85,7 @@ def run(local_dir: str = "glimr_cv_results", name: str | None = None, num_sample
         space["optimization"] = {**SPACE["optimization"], "epochs": epochs}
     search = Search(space, builder, loader, metric="digit_accuracy", mode="max", cv_folds=cv_folds, racing=racing)
     results = search.experiment(local_dir, name=name, num_samples=num_samples)
-    print()
-    print(f"Leaderboard ({results.metric}, {cv_folds}-fold CV, best first):")
-    print(results.leaderboard())
-    print()
+    print()  # the live leaderboard above ends with the final one
     print(f"fold trainings run: {results.fold_trainings}, skipped by racing: {results.fold_trainings_saved}")
     print(f"best configuration: {results.best_config_id}")
     print(f"results: {os.path.abspath(results.path)}")

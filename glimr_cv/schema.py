@@ -6,9 +6,11 @@ functions read them. They import this module, never each other.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "META", "KEYS", "DETAILS", "PROFILE", "LOCATION", "STATUS", "SCORE",
-    "FOLD_STATUSES", "GLIMR_NAMES", "REPORT_KEYS", "fold_columns",
+    "FOLD_STATUSES", "GLIMR_NAMES", "REPORT_KEYS", "TRIAL_DIR", "fold_columns", "trial_error",
 ]
 
 #: Key of the scheduler's bookkeeping, ``{"config_id": int, "fold": int}``, in a trial's config.
@@ -34,6 +36,9 @@ PROFILE = ("worker", "started_at", "ended_at", "build_seconds", "load_seconds", 
 #: Where a fold's files are, why it failed, and its sampled configuration (a nested dict).
 LOCATION = ("checkpoint_path", "trial_id", "error", "config")
 
+#: A trial's folder name inside the experiment folder.
+TRIAL_DIR = "c{config_id:04d}_f{fold}_{trial_id}"
+
 #: glimr's names of the two keys, used by its analysis functions.
 GLIMR_NAMES = {"config_id": "config_enum", "fold": "cv_index"}
 
@@ -44,6 +49,17 @@ REPORT_KEYS = frozenset({
     "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
     "should_checkpoint", "config",
 })
+
+
+def trial_error(trial_dir: str) -> str | None:
+    """The last line of a failed trial's traceback (Tune's ``error.txt``), and where the whole of it is."""
+    path = os.path.join(trial_dir, "error.txt")
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return None
+    return f"{lines[-1] if lines else 'error'} (traceback: {path})"
 
 
 def fold_columns(metrics) -> list[str]:

@@ -129,14 +129,16 @@ class Search:
         self.set_resources()
 
     # -- glimr's configuration methods ------------------------------------------
-    def set_checkpoints(self, metric: str | None = None, mode: str | None = None, num_to_keep: int | None = 1,
+    def set_checkpoints(self, metric: str | None = None, mode: str | None = None, num_to_keep: int | None = None,
                         **kwargs) -> None:
         """Checkpoint settings (``ray.tune.CheckpointConfig`` keyword arguments).
 
         Each fold writes one checkpoint, its best epoch by ``metric`` and ``mode``
         of the search, so ``metric`` and ``mode`` here must match the search's
         (unlike glimr, ``mode`` defaults to the search's, not "max"), and
-        ``num_to_keep`` (per fold) rarely matters.
+        ``num_to_keep`` (per fold) changes nothing but Tune's bookkeeping: glimr's
+        1 is the same as the default None, which spares Tune a state snapshot at
+        every checkpoint.
         """
         if metric not in (None, self.metric) or mode not in (None, self.mode):
             raise ValueError(f"set_checkpoints: expected the search's metric={self.metric!r} and mode={self.mode!r} "
@@ -238,6 +240,7 @@ class Search:
         max_fold_trainings: int | None = None,
         check: bool = True,
         reuse_actors: bool = True,
+        verbose: int = 0,
     ) -> SearchResults:
         """Run the search.
 
@@ -263,6 +266,11 @@ class Search:
         reuse_actors : bool
             Train the next fold in the same Ray actor (default). ``False`` starts a
             new worker process, with its TensorFlow import, for every fold.
+        verbose : int
+            0 (default) shows the live leaderboard and glimr_cv's own messages only;
+            a failed fold's error is a line of the leaderboard and its traceback
+            stays in its trial folder. 1 or 2 bring back Ray Tune's console output,
+            warnings and tracebacks.
 
         Returns
         -------
@@ -277,6 +285,7 @@ class Search:
         check_int("max_fold_trainings", max_fold_trainings, 1, allow_none=True)
         check_int("max_concurrent_trials", max_concurrent_trials, 1, allow_none=True)
         check_bool("reuse_actors", reuse_actors)
+        check_int("verbose", verbose, 0, 3)
         if num_samples is None and max_fold_trainings is None:
             raise ValueError("num_samples: expected an int >= 1 when max_fold_trainings is None (or the search "
                              "never ends), but got None")
@@ -291,27 +300,31 @@ class Search:
             self.check()
 
         fold_scheduler = FoldScheduler(self.cv_folds or 1, self.mode, self.racing, num_samples, max_fold_trainings)
-        searcher = CVSearcher(self._parsed, fold_scheduler, self.metric, self.mode, self.seed, inner=search_alg)
+        searcher = CVSearcher(self._parsed, fold_scheduler, self.metric, self.mode, self.seed, inner=search_alg,
+                              path=path)
         self._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
         os.makedirs(path, exist_ok=True)
         save_search(self, path)
-        runner.init_ray()
+        runner.init_ray(verbose)
         tuner = runner.new_tuner(
             self._spec(), self.resources, searcher, path, scheduler=scheduler,
             max_concurrent_trials=max_concurrent_trials, reuse_actors=reuse_actors,
-            checkpoint_kwargs=self.checkpoint_kwargs, max_failures=self.max_failures,
+            checkpoint_kwargs=self.checkpoint_kwargs, max_failures=self.max_failures, verbose=verbose,
         )
-        return self._run(runner, tuner, searcher, path)
+        return self._run(runner, tuner, searcher, path, verbose)
 
-    def _run(self, runner, tuner, searcher, path: str) -> SearchResults:
+    def _run(self, runner, tuner, searcher, path: str, verbose: int = 0) -> SearchResults:
         display = None
         if self.report_every > 0:
             from .engine.progress import ProgressDisplay
 
             display = ProgressDisplay(lambda: self._leaderboard(searcher), self.report_every, self.jupyter)
-        searcher.on_change = display
-        result_grid = runner.run(tuner, display)
-        return self.results(path, searcher, result_grid)
+        searcher.on_change, searcher.path = display, path  # a restored experiment may have moved
+        results = self.results(path, searcher, runner.run(tuner, verbose))
+        if display is not None:  # the final board from the folder, which has every fold's own error
+            display.render = lambda: results.table if self.jupyter else results.leaderboard()
+            display.show(force=True)
+        return results
 
     def _leaderboard(self, searcher):
         table = scheduler_table(searcher.fold_scheduler.configs.values(), self.metric, self.mode, self.cv_folds or 1)
@@ -336,11 +349,12 @@ class Search:
         return load_search(experiment_path(local_dir, name))
 
     @classmethod
-    def restore(cls, local_dir: str, name: str | None = None) -> SearchResults:
+    def restore(cls, local_dir: str, name: str | None = None, verbose: int = 0) -> SearchResults:
         """Resume an interrupted experiment and return its results when it finishes.
 
         Finished folds are kept; folds that were running are trained again; the
         fold scheduler, racing state and inner searcher continue where they were.
+        ``verbose`` is that of :meth:`experiment`.
         """
         from .engine import runner
         from .engine.searcher import CVSearcher
@@ -348,13 +362,14 @@ class Search:
         path = experiment_path(local_dir, name)
         search = load_search(path)
         repair_state(path)
-        runner.init_ray()
+        check_int("verbose", verbose, 0, 3)
+        runner.init_ray(verbose)
         tuner = runner.restore_tuner(path, search._spec(), search.resources)
         searcher = CVSearcher.live(search._searcher_token)
         if searcher is None:
             raise RuntimeError(f"restore: the searcher of {path!r} was not restored by Ray Tune; "
                                "expected Tune's saved tuner state to hold it")
-        return search._run(runner, tuner, searcher, path)
+        return search._run(runner, tuner, searcher, path, verbose)
 
 
 def load_results(local_dir: str, name: str | None = None) -> SearchResults:

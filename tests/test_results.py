@@ -552,7 +552,10 @@ def test_read_folds_running_trial_skips_the_truncated_line(exp_dir):
 def test_read_folds_error_txt_without_final_report_is_failed(exp_dir):
     row = read_folds(str(exp_dir)).set_index(["config_id", "fold"]).loc[(2, 0)]
     assert row["status"] == "failed"
-    assert row["error"] == "ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on memory."
+    traceback = exp_dir / "c0002_f0_abc12_00004" / "error.txt"
+    assert traceback.exists()  # the leaderboard's error line says where the whole traceback is
+    assert row["error"] == ("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on memory. "
+                            f"(traceback: {traceback})")
 
 
 def test_read_folds_leaves_out_ray_bookkeeping(exp_dir):

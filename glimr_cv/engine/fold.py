@@ -200,6 +200,9 @@ def preflight(spec: TrialSpec, params: dict) -> dict:
     TypeError, ValueError
         Naming the builder, the loader or the metric at fault.
     """
+    from .quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(start_runtime=True)
     import keras
 
     model, _ = build_model(params, spec, seed=fold_seed(spec, 0, 0))

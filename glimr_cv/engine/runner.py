@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from .fold import TrialSpec
+from .quiet import quiet_tune
 from .searcher import CVSearcher
 
 __all__ = ["init_ray", "new_tuner", "restore_tuner", "run"]
@@ -20,12 +21,17 @@ __all__ = ["init_ray", "new_tuner", "restore_tuner", "run"]
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
 
 
-def init_ray() -> None:
+def init_ray(verbose: int = 0) -> None:
     """Start a local Ray unless this process is already connected to one."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, configure_logging=False, runtime_env={"env_vars": dict(WORKER_ENV)})
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": dict(WORKER_ENV)}
+    if not verbose:
+        runtime_env["worker_process_setup_hook"] = "glimr_cv.engine.quiet.import_tensorflow_quietly"
+    with quiet_tune(verbose):
+        ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env)
 
 
 def _trainable(spec: TrialSpec, resources: dict):
@@ -38,7 +44,7 @@ def _trainable(spec: TrialSpec, resources: dict):
 
 def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str, *, scheduler: Any = None,
               max_concurrent_trials: int | None = None, reuse_actors: bool = True,
-              checkpoint_kwargs: dict | None = None, max_failures: int = 2):
+              checkpoint_kwargs: dict | None = None, max_failures: int = 2, verbose: int = 0):
     """A Tuner whose trials are the folds ``searcher`` hands out, writing to folder ``path``."""
     from ray import tune
 
@@ -57,7 +63,7 @@ def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str,
         storage_path=os.path.dirname(path),
         checkpoint_config=tune.CheckpointConfig(**(checkpoint_kwargs or {})),
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        verbose=0,
+        verbose=verbose,
     )
     return tune.Tuner(_trainable(spec, resources), param_space={}, tune_config=how_to_search, run_config=how_to_run)
 
@@ -71,9 +77,7 @@ def restore_tuner(path: str, spec: TrialSpec, resources: dict):
     return tune.Tuner.restore(path, trainable=_trainable(spec, resources), resume_unfinished=True, resume_errored=True)
 
 
-def run(tuner, display=None):
-    """Fit ``tuner``; ``display`` (a :class:`~glimr_cv.engine.progress.ProgressDisplay`) is shown once more at the end."""
-    result_grid = tuner.fit()
-    if display is not None:
-        display.show(force=True)
-    return result_grid
+def run(tuner, verbose: int = 0):
+    """Fit ``tuner``, quietly unless ``verbose``; Tune's ``ResultGrid``."""
+    with quiet_tune(verbose):
+        return tuner.fit()

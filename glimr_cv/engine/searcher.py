@@ -14,7 +14,7 @@ from ray.tune.search import Searcher
 
 from ..space.notation import iter_leaves, sample_space, to_tune
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
-from ..schema import META, SCORE, STATUS
+from ..schema import META, SCORE, STATUS, TRIAL_DIR, trial_error
 
 __all__ = ["CVSearcher"]
 
@@ -46,6 +46,8 @@ class CVSearcher(Searcher):
     on_change : callable or None
         Called with no argument after a fold starts or ends (e.g. a live
         leaderboard); not kept when the searcher is pickled.
+    path : str, optional
+        The experiment folder, where a failed fold's error is read from.
     token : str, optional
         Finds this searcher again with :meth:`live`, also after Ray Tune restored
         it from its experiment folder; defaults to a new unique token.
@@ -62,6 +64,7 @@ class CVSearcher(Searcher):
         seed: int = 0,
         inner: Searcher | None = None,
         on_change: Callable[[], None] | None = None,
+        path: str | None = None,
         token: str | None = None,
     ):
         # Tune checks that every result holds the searcher's metric; fold_score always is there
@@ -71,6 +74,7 @@ class CVSearcher(Searcher):
         self.fold_scheduler = fold_scheduler
         self.inner = inner
         self.on_change = on_change
+        self.path = path
         self.token = token or uuid.uuid4().hex
         self._live[self.token] = self
         self._rng = random.Random(seed)
@@ -134,7 +138,10 @@ class CVSearcher(Searcher):
         if run is None:
             return
         if error or not result:
-            self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold} raised an error (trial {trial_id})")
+            # Tune wrote the traceback to the trial folder before telling the searcher
+            folder = os.path.join(self.path or "", TRIAL_DIR.format(config_id=run.config_id, fold=run.fold, trial_id=trial_id))
+            detail = trial_error(folder) if self.path else None
+            self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {detail or f'raised an error (trial {trial_id})'}")
         elif result.get(STATUS) == "failed":
             self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {result.get('error')}")
         else:

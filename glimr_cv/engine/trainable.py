@@ -12,8 +12,9 @@ import sys
 import tempfile
 import time
 
-from ..schema import META, SCORE, STATUS
+from ..schema import META, SCORE, STATUS, TRIAL_DIR
 from .fold import TrialSpec, build_model, fold_seed, load_fold, validation_report
+from .quiet import import_tensorflow_quietly, start_tensorflow_quietly
 
 __all__ = ["train_fold", "trial_dirname"]
 
@@ -21,7 +22,7 @@ __all__ = ["train_fold", "trial_dirname"]
 def trial_dirname(trial) -> str:
     """Trial folders named by configuration and fold, e.g. ``c0003_f1_ab12c_00004``."""
     meta = trial.config.get(META, {})
-    return f"c{meta.get('config_id', 0):04d}_f{meta.get('fold', 0)}_{trial.trial_id}"
+    return TRIAL_DIR.format(config_id=meta.get("config_id", 0), fold=meta.get("fold", 0), trial_id=trial.trial_id)
 
 
 def split_config(config: dict) -> tuple[dict, dict]:
@@ -57,9 +58,10 @@ _WORKER_GRADIENTS: set | None = None  # gradient-registry keys before this proce
 def _prepare_worker(cpus: float | None = None) -> None:
     """Once per worker process, before its first fold.
 
-    Sizes TensorFlow's thread pools to the ``cpus`` a fold reserved (TensorFlow's
-    default is every core of the machine, so two 1-CPU folds on 2 cores fought over 4
-    threads and fit 1.15x slower). Freezes the objects alive after the
+    Imports TensorFlow with its start-up lines kept off the terminal (see
+    :mod:`glimr_cv.engine.quiet`). Sizes TensorFlow's thread pools to the ``cpus``
+    a fold reserved (TensorFlow's default is every core of the machine, so two
+    1-CPU folds on 2 cores fought over 4 threads and fit 1.15x slower). Freezes the objects alive after the
     Keras/TensorFlow import (~400,000, alive as long as the process) so that the
     collection in every fold's ``clear_session()`` stops walking them, and remembers the
     entries of TensorFlow's gradient registry so that :func:`_drop_fold_gradients` can
@@ -68,7 +70,8 @@ def _prepare_worker(cpus: float | None = None) -> None:
     global _WORKER_GRADIENTS
     if _WORKER_GRADIENTS is not None:
         return
-    if cpus and "tensorflow" in sys.modules:
+    import_tensorflow_quietly()
+    if cpus:
         import tensorflow as tf
 
         threads = max(1, int(cpus))
@@ -77,6 +80,7 @@ def _prepare_worker(cpus: float | None = None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow already ran an op in this process: keep its pools
             pass
+    start_tensorflow_quietly()
     gc.collect()
     gc.freeze()
     _WORKER_GRADIENTS = set(_gradient_registry())
@@ -125,7 +129,6 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     ``fold_status`` ("complete" or "failed", with ``error``) and, when complete, a
     checkpoint holding ``model.weights.h5`` and ``fold.json``.
     """
-    import keras
     from ray import tune
 
     started = time.time()
@@ -135,6 +138,8 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     if _report_finished_fold(tune.get_checkpoint()):
         return  # finished before the driver stopped: never train a fold twice
     _prepare_worker(tune.get_context().get_trial_resources().required_resources.get("CPU"))
+    import keras
+
     _drop_fold_gradients()
     clock = time.perf_counter()
     key = (spec.run_id, meta["config_id"]) if spec.reuse_models else None

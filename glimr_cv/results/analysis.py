@@ -10,17 +10,9 @@ from typing import Callable
 import pandas as pd
 
 from ..checks import check_callable, check_choice, check_int, check_type, expected
-from ..schema import DETAILS, GLIMR_NAMES, KEYS, LOCATION, META, PROFILE, REPORT_KEYS, SCORE, STATUS
+from ..schema import DETAILS, GLIMR_NAMES, KEYS, LOCATION, META, PROFILE, REPORT_KEYS, SCORE, STATUS, trial_error
 
 __all__ = ["read_folds", "experiment_table", "default_checkpoints", "top_k_trials", "top_k_configs"]
-
-
-def _error_text(trial_dir: str) -> str | None:
-    path = os.path.join(trial_dir, "error.txt")
-    if not os.path.exists(path):
-        return None
-    lines = [line.strip() for line in open(path, errors="replace") if line.strip()]
-    return lines[-1] if lines else "error"
 
 
 def _results(trial_dir: str) -> list[dict]:
@@ -69,7 +61,7 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
         checkpoints = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
         finals = [r for r in results if STATUS in r]
         final = finals[-1] if finals else _checkpointed_final(checkpoints[-1] if checkpoints else None)
-        error = _error_text(trial_dir)
+        error = trial_error(trial_dir)
         if final is not None:
             status, last = final[STATUS], final
             error = final.get("error") if status == "failed" else None

@@ -111,6 +111,38 @@ class SearchResults:
         cid = self.best_config_id
         return [self.load_model(cid, f) for f in sorted(self.folds[(self.folds["config_id"] == cid) & (self.folds["status"] == "complete")]["fold"])]
 
+    def ensemble(self, config_id: int | None = None):
+        """ONE Keras model averaging the fold models of the best configuration, output by output.
+
+        Built-in Keras layers only (see :func:`glimr_cv.deploy.fold_ensemble`); its
+        predictions are the mean of the fold models' predictions.
+        """
+        from ..deploy.ensemble import best_ensemble
+
+        return best_ensemble(self, config_id)
+
+    def export(self, path: str | None = None, config_id: int | None = None) -> str:
+        """Save :meth:`ensemble` as a ``.keras`` file (default ``ensemble.keras`` in the experiment folder).
+
+        Plain ``keras.saving.load_model(path)`` loads it without glimr_cv installed;
+        custom layers of the builder must be registered and importable where it
+        is loaded. Returns the absolute path written.
+        """
+        from ..deploy.ensemble import export_ensemble
+
+        return export_ensemble(self, path, config_id)
+
+    def refit(self, data=None, epochs: int | None = None, path: str | None = None, **kwargs):
+        """Train the best configuration on all the data, save it (default ``refit.keras``) and return it.
+
+        ``data=None`` uses a ``kfold_loader``'s full-data mode; ``epochs`` defaults to
+        the median best epoch of its folds. See :func:`glimr_cv.deploy.refit_config`
+        for the other arguments (``config_id``, ``verbose``, ``fit_kwargs``, ``save``).
+        """
+        from ..deploy.refit import refit_config
+
+        return refit_config(self, data=data, epochs=epochs, path=path, **kwargs)
+
     def __repr__(self) -> str:
         counts = self.table["status"].value_counts().to_dict() if len(self.table) else {}
         return (f"SearchResults(path={self.path!r}, configurations={len(self.table)}, statuses={counts}, "

@@ -126,6 +126,8 @@ def format_leaderboard(table: pd.DataFrame, metric: str, cv_folds: int, params: 
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
             line += f"  {text[:14]:>14}"
         lines.append(line)
+        if row["status"] == "failed" and isinstance(row.get("error"), str):
+            lines.append(f"{'':>14}error: {row['error']}")
     if len(table) > max_rows:
         lines.append(f"... {len(table) - max_rows} more configurations")
     return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""The fold scheduler driven as Ray Tune drives it, without Ray: a replay of fold scores.
+
+:class:`Replay` hands a :class:`~glimr_cv.engine.scheduler.FoldScheduler`'s folds
+to a fixed number of worker slots, lets them finish in the order their durations
+give, and feeds their scores back, so that what the scheduler would start, stop
+and select for a given table of fold scores can be worked out in milliseconds:
+for tests, and for the racing benchmark, which replays the scores of an
+exhaustive run through each racing rule.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
+
+__all__ = ["Replay"]
+
+
+def _lookup(source, name: str, missing: Any) -> Callable[[int, int], Any]:
+    """``source`` as a function ``(config_id, fold) -> value``, ``missing`` where it has none."""
+    if source is None:
+        return lambda config_id, fold: missing
+    if callable(source):
+        return source
+    if isinstance(source, Mapping):
+        return lambda config_id, fold: source.get((config_id, fold), missing)
+    if isinstance(source, Sequence) and not isinstance(source, str):
+        def table(config_id: int, fold: int) -> Any:
+            try:
+                return source[config_id][fold]
+            except (IndexError, KeyError, TypeError):
+                return missing
+
+        return table
+    raise TypeError(f"{name}: expected a callable (config_id, fold) -> value, a mapping keyed by (config_id, fold) "
+                    f"or a table of rows by config_id, but got {type(source).__name__}")
+
+
+class Replay:
+    """Drive a fold scheduler with simulated workers, as Ray Tune would.
+
+    Ray Tune asks the searcher for a trial whenever it has room for one: ``slots``
+    folds train at once, and up to ``pending`` more are already handed out and
+    wait for a free slot (Tune keeps one trial pending for a custom searcher, so
+    the next fold is chosen before the running folds' scores are known). A
+    replay does the same with a clock: each fold takes ``seconds(config_id,
+    fold)`` from the time it gets a slot, the fold that ends first reports
+    ``score(config_id, fold)`` to the scheduler, and the freed slot is filled
+    again. On :data:`~glimr_cv.engine.scheduler.NEW` a configuration with
+    :meth:`new_params` is registered; ``WAIT`` and ``DONE`` stop the filling.
+
+    Parameters
+    ----------
+    scheduler : FoldScheduler
+        The scheduler to drive; it may already have folds handed out.
+    score : callable, mapping or sequence
+        A fold's validation score: ``score(config_id, fold)``, a mapping keyed by
+        ``(config_id, fold)``, or a table whose row ``config_id`` holds the scores
+        by fold. ``None`` or no entry means the fold failed
+        (:meth:`FoldScheduler.fail`); any other value goes to
+        :meth:`FoldScheduler.finish`, which fails a non-finite one itself.
+    slots : int
+        Folds that train at once (Ray Tune's concurrent trials).
+    pending : int
+        Folds handed out beyond the slots, waiting for one.
+    seconds : callable, mapping or None
+        A fold's duration, in the forms of ``score``; ``None`` (default), or no
+        entry, is 1 second, so that folds end oldest first.
+
+    Attributes
+    ----------
+    scheduler : FoldScheduler
+        The scheduler driven.
+    running : collections.deque of Run
+        Folds holding a slot, oldest first. A :class:`Run` put here by hand (a fold
+        the scheduler handed out before the replay started) counts as started when
+        the replay first looks at it; one removed by hand is forgotten.
+    pending : collections.deque of Run
+        Folds handed out and waiting for a slot, oldest first.
+    decisions : list
+        Every answer of :meth:`FoldScheduler.next`, each ``NEW`` followed by the
+        :class:`Run` that :meth:`FoldScheduler.add_config` gave.
+    dispatched : list of Run
+        Every fold handed out, in order.
+    finished : list of tuple
+        ``(config_id, fold, score)`` of every fold that ended, in order; ``score`` is
+        ``None`` for a failed fold.
+    now : float
+        Simulated seconds since the replay started: after :meth:`run`, its wall time.
+
+    Examples
+    --------
+    >>> from glimr_cv import FoldScheduler, Forgiving
+    >>> table = [[0.9, 0.92, 0.91], [0.5, 0.52, 0.49], [0.88, 0.9, 0.93]]
+    >>> replay = Replay(FoldScheduler(3, racing=Forgiving(), max_configs=3), table, slots=2, pending=1).run()
+    >>> replay.n_started, replay.scheduler.best()
+    (7, 0)
+    """
+
+    def __init__(self, scheduler: FoldScheduler, score, slots: int = 1, pending: int = 0, seconds=None):
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+            raise ValueError(f"slots: expected an int >= 1, but got {slots!r}")
+        if not isinstance(pending, int) or isinstance(pending, bool) or pending < 0:
+            raise ValueError(f"pending: expected an int >= 0, but got {pending!r}")
+        self.scheduler = scheduler
+        self.slots = slots
+        self.max_pending = pending
+        self._score = _lookup(score, "score", None)
+        self._seconds = _lookup(seconds, "seconds", 1.0)
+        self.running: collections.deque = collections.deque()
+        self.pending: collections.deque = collections.deque()
+        self.decisions: list = []
+        self.dispatched: list[Run] = []
+        self.finished: list[tuple[int, int, Any]] = []
+        self.now = 0.0
+        self._ends: dict[Run, float] = {}
+
+    # -- hooks --------------------------------------------------------------------
+    def new_params(self, config_id: int) -> Any:
+        """Parameters of configuration ``config_id``, registered when the scheduler asks for one.
+
+        Returns ``None``; override it to give parameters or to watch the scheduler
+        when it starts a configuration.
+        """
+        return None
+
+    # -- the loop -----------------------------------------------------------------
+    def _start(self, run: Run) -> None:
+        self.running.append(run)
+        self._ends[run] = self.now + self._duration(run)
+
+    def _duration(self, run: Run) -> float:
+        value = self._seconds(run.config_id, run.fold)
+        return 1.0 if value is None or not math.isfinite(value) else float(value)
+
+    def fill(self) -> Run | str | None:
+        """Hand out folds until the slots and the pending places are full, or the scheduler says WAIT or DONE.
+
+        Returns
+        -------
+        Run, str or None
+            The scheduler's last answer (``WAIT`` or ``DONE`` when it stopped the
+            filling), or ``None`` when there was no room to ask.
+        """
+        while self.pending and len(self.running) < self.slots:
+            self._start(self.pending.popleft())
+        answer = None
+        while len(self.running) + len(self.pending) < self.slots + self.max_pending:
+            answer = self.scheduler.next()
+            self.decisions.append(answer)
+            if answer == NEW:
+                run = self.scheduler.add_config(self.new_params(len(self.scheduler.configs)))
+                self.decisions.append(run)
+            elif isinstance(answer, Run):
+                run = answer
+            elif answer in (WAIT, DONE):
+                break
+            else:
+                raise RuntimeError(f"the scheduler answered {answer!r}, expected a Run, NEW, WAIT or DONE")
+            self.dispatched.append(run)
+            if len(self.running) < self.slots:
+                self._start(run)
+            else:
+                self.pending.append(run)
+        return answer
+
+    def finish_one(self) -> tuple[int, int, Any]:
+        """End the running fold that ends first (the oldest on ties) and report its score.
+
+        Returns
+        -------
+        tuple
+            ``(config_id, fold, score)``; ``score`` is ``None`` when the fold failed.
+        """
+        if not self.running:
+            raise RuntimeError("finish_one: no fold is running")
+        for run in self.running:
+            if run not in self._ends:  # put in by hand
+                self._ends[run] = self.now + self._duration(run)
+        index = min(range(len(self.running)), key=lambda i: (self._ends[self.running[i]], i))
+        run = self.running[index]
+        del self.running[index]
+        self.now = max(self.now, self._ends.pop(run))
+        score = self._score(run.config_id, run.fold)
+        self.finished.append((run.config_id, run.fold, score))
+        if score is None:
+            self.scheduler.fail(run.config_id, run.fold, f"fold {run.fold} has no score in the replay")
+        else:
+            self.scheduler.finish(run.config_id, run.fold, score)
+        return self.finished[-1]
+
+    def step(self) -> bool:
+        """Fill the slots, then end one fold.
+
+        Returns
+        -------
+        bool
+            ``False`` once the scheduler says ``DONE``.
+
+        Raises
+        ------
+        RuntimeError
+            When the scheduler says ``DONE`` while folds are still running, or
+            ``WAIT`` while none is (it would wait forever).
+        """
+        answer = self.fill()
+        if answer == DONE:
+            if self.running or self.pending:
+                raise RuntimeError(f"the scheduler said DONE while {len(self.running) + len(self.pending)} "
+                                   "fold(s) are still running")
+            return False
+        if not self.running:
+            raise RuntimeError("the scheduler said WAIT with nothing running: it would wait forever")
+        self.finish_one()
+        return True
+
+    def run(self, max_steps: int = 100_000) -> "Replay":
+        """Step until the scheduler says ``DONE``.
+
+        Returns
+        -------
+        Replay
+            This replay, for chaining.
+
+        Raises
+        ------
+        RuntimeError
+            As :meth:`step` does, or when ``DONE`` has not come after ``max_steps`` folds ended.
+        """
+        for _ in range(max_steps):
+            if not self.step():
+                return self
+        raise RuntimeError(f"the scheduler never said DONE in {max_steps} steps")
+
+    # -- what the scheduler did -------------------------------------------------------
+    @property
+    def n_started(self) -> int:
+        """Fold trainings the scheduler started (:attr:`FoldScheduler.n_started`)."""
+        return self.scheduler.n_started
+
+    @property
+    def fold_trainings_saved(self) -> int:
+        """Fold trainings racing skipped (:attr:`FoldScheduler.fold_trainings_saved`)."""
+        return self.scheduler.fold_trainings_saved
+
+    def summary(self) -> dict:
+        """What the scheduler did, in the names of :class:`glimr_cv.SearchResults`.
+
+        Returns
+        -------
+        dict
+            ``fold_trainings``, ``fold_trainings_saved``, ``best_config_id``,
+            ``statuses`` (configurations per status) and ``seconds`` (:attr:`now`).
+        """
+        statuses = collections.Counter(c.status for c in self.scheduler.configs.values())
+        return {
+            "fold_trainings": self.n_started,
+            "fold_trainings_saved": self.fold_trainings_saved,
+            "best_config_id": self.scheduler.best(),
+            "statuses": dict(statuses),
+            "seconds": self.now,
+        }
