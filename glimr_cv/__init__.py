@@ -29,6 +29,9 @@ _LAZY = {
     "keras_losses": ".keras.helpers",
     "keras_metrics": ".keras.helpers",
     "keras_optimizer": ".keras.helpers",
+    "predict": ".deploy.batch",
+    "predict_ray": ".deploy.batch",
+    "serve": ".deploy.serving",
 }
 
 __all__ = [
@@ -55,6 +58,9 @@ __all__ = [
     "experiment_table",
     "top_k_trials",
     "top_k_configs",
+    "predict",
+    "predict_ray",
+    "serve",
 ]
 
 

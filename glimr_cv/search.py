@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import time
 from typing import Any, Callable
 
 from .checks import check_bool, check_callable, check_choice, check_int, check_number, check_type
@@ -318,7 +319,8 @@ class Search:
         if self.report_every > 0:
             from .engine.progress import ProgressDisplay
 
-            display = ProgressDisplay(lambda: self._leaderboard(searcher), self.report_every, self.jupyter)
+            started = time.monotonic()
+            display = ProgressDisplay(lambda: self._leaderboard(searcher, started), self.report_every, self.jupyter)
         searcher.on_change, searcher.path = display, path  # a restored experiment may have moved
         results = self.results(path, searcher, runner.run(tuner, verbose))
         if display is not None:  # the final board from the folder, which has every fold's own error
@@ -326,13 +328,18 @@ class Search:
             display.show(force=True)
         return results
 
-    def _leaderboard(self, searcher):
-        table = scheduler_table(searcher.fold_scheduler.configs.values(), self.metric, self.mode, self.cv_folds or 1)
+    def _leaderboard(self, searcher, started: float):
+        scheduler = searcher.fold_scheduler
+        table = scheduler_table(scheduler.configs.values(), self.metric, self.mode, self.cv_folds or 1)
         if not self.reporter["sort_by_metric"]:
             table = table.sort_values("config_id", ignore_index=True)
         if self.jupyter:
             return table
-        return format_leaderboard(table, self.metric, self.cv_folds or 1, self.reporter["parameters"])
+        minutes, seconds = divmod(int(time.monotonic() - started), 60)
+        statuses = ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()) if len(table) else "none yet"
+        title = (f"[{minutes:02d}:{seconds:02d}] {scheduler.n_started - scheduler.n_running} folds done, "
+                 f"{scheduler.n_running} running; configurations: {statuses}")
+        return title + "\n" + format_leaderboard(table, self.metric, self.cv_folds or 1, self.reporter["parameters"])
 
     def results(self, path: str, searcher, result_grid=None) -> SearchResults:
         """:class:`SearchResults` of experiment folder ``path``, run by ``searcher`` (see also :func:`load_results`)."""

@@ -413,17 +413,19 @@ class KFoldLoader:
         # one tensor copy of all rows, shared by both datasets; batches gather rows by
         # index, so the shuffle buffer holds indices rather than a second copy of the rows
         data = tf.nest.map_structure(tf.convert_to_tensor, (self._fold_features(train), self.labels))
-
-        def dataset(rows, size, seed):
-            ds = tf.data.Dataset.from_tensor_slices(rows)
-            if seed is not None:
-                ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(int(size)).map(lambda idx: tf.nest.map_structure(lambda a: tf.gather(a, idx), data),
-                                         num_parallel_calls=tf.data.AUTOTUNE)
-            return ds.prefetch(tf.data.AUTOTUNE)
-
         seed = int(np.random.SeedSequence([self.seed, int(cv_index)]).generate_state(1)[0]) if self.shuffle else None
-        return dataset(train, batch_size, seed), dataset(val, self.val_batch_size or batch_size, None)
+        return (_batches(self._train_order(train, batch_size, seed), data, batch_size),
+                _batches(tf.data.Dataset.from_tensor_slices(val), data, self.val_batch_size or batch_size))
+
+    def _train_order(self, rows: np.ndarray, batch_size: int, seed: int | None):
+        """One epoch's training row indices, a ``tf.data.Dataset``; shuffled every epoch unless ``seed`` is None.
+
+        A hook: a subclass may order rows by ``batch_size`` (see ``glimr_cv.survival``).
+        """
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices(rows)
+        return ds if seed is None else ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
 
     def __repr__(self) -> str:
         def named(arrays):
@@ -433,3 +435,35 @@ class KFoldLoader:
         labels = named(self.labels)
         return (f"KFoldLoader(n={self.n}, features={feats}, labels={labels}, splitter={self.splitter!r}, "
                 f"preprocess={self.preprocess!r}, seed={self.seed})")
+
+    def full(self, batch_size: int) -> "tf.data.Dataset":
+        """All rows as one training dataset: the full-data mode of :meth:`SearchResults.refit`.
+
+        Elements are ``(features, {task: labels})`` like a fold's training set, over
+        all :attr:`n` rows; ``preprocess`` is cloned and fit on all rows (no
+        validation rows are held out). Rows are ordered as a fold's training rows
+        are (shuffled every epoch if ``shuffle``, or a subclass's order), with a
+        seed from ``seed`` distinct from every fold's.
+
+        Raises
+        ------
+        ValueError
+            On a ``batch_size`` below 1.
+        """
+        check_int("batch_size", batch_size, 1)
+        import tensorflow as tf
+
+        rows = np.arange(self.n, dtype=np.int64)
+        data = tf.nest.map_structure(tf.convert_to_tensor, (self._fold_features(rows), self.labels))
+        # folds seed with (seed, cv_index), cv_index < n; (seed, n) is no fold's
+        seed = int(np.random.SeedSequence([self.seed, self.n]).generate_state(1)[0]) if self.shuffle else None
+        return _batches(self._train_order(rows, batch_size, seed), data, batch_size)
+
+
+def _batches(order, data, size: int):
+    """Batches of ``data`` rows, gathered by the row indices ``order`` yields."""
+    import tensorflow as tf
+
+    ds = order.batch(int(size)).map(lambda idx: tf.nest.map_structure(lambda a: tf.gather(a, idx), data),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,280 @@
+"""Deployment: the fold ensemble, export, refit, full-data loading and batch prediction."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import e2e_helpers as h
+from glimr_cv import kfold_loader
+from glimr_cv.deploy import BatchPredictor, fold_ensemble, predict, predict_ray
+from glimr_cv.deploy.refit import full_data, refit_epochs
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+
+def _multitask_models(n=3):
+    config = {"units": 8, "activation": "relu", "tasks": h.multitask_space()["tasks"]}
+    config["tasks"]["parity"]["loss_weight"] = 0.5
+    return [h.multitask_builder(config)[0] for _ in range(n)]
+
+
+def _x(n=20, seed=0):
+    return np.random.default_rng(seed).random((n, 64), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------
+# the ensemble, without a search
+# ---------------------------------------------------------------------------
+
+
+def test_fold_ensemble_averages_each_output_of_a_multi_output_model():
+    models = _multitask_models(3)
+    ensemble = fold_ensemble(models)
+    x = _x()
+    got = ensemble.predict(x, verbose=0)
+    assert sorted(got) == ["digit", "parity"]
+    for task in got:
+        mean = np.mean([m.predict(x, verbose=0)[task] for m in models], axis=0)
+        np.testing.assert_allclose(got[task], mean, rtol=1e-5, atol=1e-6)
+    # fold models wrapped under distinct names, averaged by built-in layers named by task
+    names = [layer.name for layer in ensemble.layers]
+    assert {"fold_0", "fold_1", "fold_2", "digit", "parity"} <= set(names)
+    assert all(type(layer).__module__.startswith("keras.") for layer in ensemble.layers
+               if layer.name in ("digit", "parity"))
+
+
+def test_fold_ensemble_keeps_named_inputs_and_rejects_mismatches():
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    joined = keras.layers.Concatenate()([a, b])
+    m1 = keras.Model({"a": a, "b": b}, keras.layers.Dense(2, name="out")(joined))
+    m2 = keras.models.clone_model(m1)
+    x = {"a": _x(5)[:, :3], "b": _x(5)[:, :1]}
+    got = fold_ensemble([m1, m2]).predict(x, verbose=0)
+    np.testing.assert_allclose(got, (m1.predict(x, verbose=0) + m2.predict(x, verbose=0)) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one model"):
+        fold_ensemble([])
+    with pytest.raises(ValueError, match="outputs"):
+        fold_ensemble(_multitask_models(1) + [h.digits_builder({**h.space(), "units": 4, "activation": "relu"})[0]])
+
+
+# ---------------------------------------------------------------------------
+# predict, without Ray
+# ---------------------------------------------------------------------------
+
+
+def test_predict_takes_numpy_pandas_tf_data_and_paths(tmp_path):
+    models = _multitask_models(1)
+    model, x = models[0], _x(30)
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    labels = {"digit": np.zeros(30), "parity": np.zeros((30, 1))}
+    for data in (x, pd.DataFrame(x), tf.data.Dataset.from_tensor_slices(x).batch(7),
+                 tf.data.Dataset.from_tensor_slices((x, labels)).batch(7)):
+        for source in (model, path):
+            got = predict(source, data, batch_size=8)
+            assert isinstance(got, dict) and sorted(got) == ["digit", "parity"]
+            for task in got:
+                np.testing.assert_allclose(got[task], expected[task], rtol=1e-5, atol=1e-6)
+    # one output: an array
+    single = h.digits_builder({**h.space(), "units": 4, "activation": "relu"})[0]
+    out = predict(single, x)
+    assert isinstance(out, np.ndarray) and out.shape == (30, 10)
+    np.testing.assert_allclose(out, single.predict(x, verbose=0)["digit"], rtol=1e-5, atol=1e-6)
+
+
+def test_predict_named_inputs_from_dataframe_columns_and_dicts():
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    rng = np.random.default_rng(1)
+    xa, xb = rng.random((6, 3), dtype=np.float32), rng.random(6, dtype=np.float32)
+    expected = model.predict({"a": xa, "b": xb[:, None]}, verbose=0)
+    frame = pd.DataFrame({"b": xb, "a": list(xa), "unused": 0})
+    np.testing.assert_allclose(predict(model, frame), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(model, {"a": xa, "b": xb[:, None]}), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"inputs named \['a', 'b'\].*\['b'\] are missing"):
+        predict(model, pd.DataFrame({"a": list(xa)}))
+    with pytest.raises(TypeError, match="expected a NumPy array"):
+        predict(model, object())
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        predict("/nonexistent/model.keras", xa)
+
+
+# ---------------------------------------------------------------------------
+# refit pieces: the loader's full-data mode and the epoch count
+# ---------------------------------------------------------------------------
+
+
+def test_kfold_loader_full_mode_gives_every_row_preprocessed_on_all_rows():
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (50, 4)).astype("float32")
+    y = np.arange(50) % 2
+    loader = kfold_loader(x, {"t": y}, preprocess=StandardScaler(), seed=3)
+    ds = loader.full(batch_size=16)
+    batches = list(ds)
+    assert [len(b[0]) for b in batches] == [16, 16, 16, 2]
+    feats = np.concatenate([b[0].numpy() for b in batches])
+    labels = np.concatenate([b[1]["t"].numpy() for b in batches])
+    expected = StandardScaler().fit(x).transform(x)
+    order = np.argsort(feats[:, 0])
+    np.testing.assert_allclose(np.sort(feats[:, 0]), np.sort(expected[:, 0]), rtol=1e-5, atol=1e-5)
+    assert sorted(labels.tolist()) == sorted(y.tolist())
+    assert abs(feats.mean()) < 1e-5 and not np.array_equal(order, np.arange(50))  # scaled on all rows, shuffled
+    second = np.concatenate([b[0].numpy() for b in ds])
+    assert not np.array_equal(second, feats)  # reshuffled every epoch
+    with pytest.raises(ValueError, match="batch_size"):
+        loader.full(0)
+
+
+def test_refit_without_data_needs_a_kfold_loader():
+    with pytest.raises(TypeError, match=r"pass data=, a tf.data.Dataset"):
+        full_data(h.digits_loader, {"data": {"batch_size": 32}})
+
+
+def test_refit_epochs_is_the_median_best_epoch_rounded_half_up():
+    folds = pd.DataFrame({"config_id": [0, 0, 0, 0, 1], "status": ["complete"] * 3 + ["failed", "complete"],
+                          "best_epoch": [2, 3, 7, np.nan, 5]})
+    assert refit_epochs(folds, 0) == 3
+    folds.loc[2, "best_epoch"] = 4  # median of 2, 3, 4
+    folds.loc[3, "status"], folds.loc[3, "best_epoch"] = "complete", 5  # median of 2, 3, 4, 5 = 3.5
+    assert refit_epochs(folds, 0) == 4
+    with pytest.raises(ValueError, match="epochs="):
+        refit_epochs(folds, 2)
+
+
+# ---------------------------------------------------------------------------
+# on a tiny real search
+# ---------------------------------------------------------------------------
+
+_NO_GLIMR = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    sys.modules["glimr_cv"] = None  # importing glimr_cv now fails
+    try:
+        import glimr_cv  # noqa: F401
+        raise SystemExit("glimr_cv was importable")
+    except ImportError:
+        pass
+    import keras
+    paths, x_path, out = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]
+    x = np.load(x_path)
+    result = {}
+    for path in paths:
+        pred = keras.saving.load_model(path).predict(x, verbose=0)
+        result[path] = {k: v.tolist() for k, v in pred.items()} if isinstance(pred, dict) else pred.tolist()
+    json.dump(result, open(out, "w"))
+""")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_local, tmp_path_factory):
+    from glimr_cv import Search
+
+    x, y = h.digits_arrays()
+    loader = kfold_loader(x, {"digit": y}, splitter="stratified", seed=0)
+    search = Search(h.space(epochs=2), h.digits_builder, loader, cv_folds=2, racing=None, seed=0)
+    search.set_reporter(max_report_frequency=0)
+    results = search.experiment(str(tmp_path_factory.mktemp("deploy")), name="tiny", num_samples=1)
+    assert results.best_config_id is not None
+    return results
+
+
+@pytest.mark.slow
+def test_results_ensemble_predicts_the_mean_of_the_best_fold_models(tiny_run):
+    x = h.digits_arrays()[0][:100]
+    folds = tiny_run.best_models()
+    assert len(folds) == 2
+    ensemble = tiny_run.ensemble()
+    got = ensemble.predict(x, verbose=0)
+    mean = np.mean([m.predict(x, verbose=0)["digit"] for m in folds], axis=0)
+    np.testing.assert_allclose(got["digit"], mean, rtol=1e-5, atol=1e-6)
+    assert ensemble.name == f"glimr_cv_config{tiny_run.best_config_id}"
+
+
+@pytest.mark.slow
+def test_exported_ensembles_load_in_plain_keras_without_glimr_cv(tiny_run, tmp_path):
+    path = tiny_run.export()
+    assert path == os.path.join(tiny_run.path, "ensemble.keras") and os.path.isfile(path)
+    multi = str(tmp_path / "multi.keras")
+    models = _multitask_models(3)
+    fold_ensemble(models).save(multi)
+    x = h.digits_arrays()[0][:50]
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", _NO_GLIMR, path, multi, str(tmp_path / "x.npy"), str(out)],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(out.read_text())
+    mean = np.mean([m.predict(x, verbose=0)["digit"] for m in tiny_run.best_models()], axis=0)
+    np.testing.assert_allclose(np.array(loaded[path]["digit"]), mean, rtol=1e-5, atol=1e-6)
+    for task in ("digit", "parity"):
+        fold_mean = np.mean([m.predict(x, verbose=0)[task] for m in models], axis=0)
+        np.testing.assert_allclose(np.array(loaded[multi][task]), fold_mean, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_refit_trains_the_best_configuration_on_all_rows_for_the_median_best_epoch(tiny_run):
+    x, _ = h.digits_arrays()
+    epochs = refit_epochs(tiny_run.folds, tiny_run.best_config_id)
+    model = tiny_run.refit()
+    batch = tiny_run.best_config["data"]["batch_size"]
+    assert int(model.optimizer.iterations.numpy()) == epochs * int(np.ceil(len(x) / batch))
+    path = os.path.join(tiny_run.path, "refit.keras")
+    assert os.path.isfile(path)
+    np.testing.assert_allclose(predict(path, x[:64]), predict(model, x[:64]), rtol=1e-5, atol=1e-6)
+    accuracy = np.mean(predict(model, x).argmax(1) == h.digits_arrays()[1])
+    assert accuracy > 0.5  # it learned from the data
+
+
+@pytest.mark.slow
+def test_refit_on_given_data_for_given_epochs(tiny_run, tmp_path):
+    x, y = h.digits_arrays()
+    data = tf.data.Dataset.from_tensor_slices((x[:200], {"digit": y[:200]})).batch(50)
+    model = tiny_run.refit(data=data, epochs=3, path=str(tmp_path / "r.keras"))
+    assert int(model.optimizer.iterations.numpy()) == 3 * 4
+    assert os.path.isfile(tmp_path / "r.keras")
+    with pytest.raises(ValueError, match=r"labels must be a dict keyed by the tasks \['digit'\]"):
+        tiny_run.refit(data=tf.data.Dataset.from_tensor_slices((x, y)).batch(50), save=False)
+    with pytest.raises(ValueError, match="epochs"):
+        tiny_run.refit(data=data, epochs=0, save=False)
+
+
+@pytest.mark.slow
+def test_predict_ray_loads_the_model_once_per_worker(tiny_run, tmp_path):
+    import ray.data
+
+    path = tiny_run.export(str(tmp_path / "ensemble.keras"))
+    x = h.digits_arrays()[0][:300]
+    marks = str(tmp_path / "marks")
+    os.makedirs(marks)
+
+    class CountingPredictor(BatchPredictor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            open(os.path.join(marks, f"load_{os.getpid()}_{uuid.uuid4().hex}"), "w").close()
+
+        def __call__(self, batch):
+            open(os.path.join(marks, f"batch_{os.getpid()}_{uuid.uuid4().hex}"), "w").close()
+            return super().__call__(batch)
+
+    ds = ray.data.from_items([{"id": i, "features": x[i]} for i in range(len(x))])
+    out = predict_ray(path, ds, batch_size=50, feature_columns="features", keep_columns=["id"],
+                      predictor=CountingPredictor).to_pandas().sort_values("id")
+    assert out["id"].tolist() == list(range(len(x)))
+    np.testing.assert_allclose(np.stack(out["prediction"].to_numpy()), predict(path, x), rtol=1e-5, atol=1e-6)
+    loads = [f for f in os.listdir(marks) if f.startswith("load_")]
+    batches = [f for f in os.listdir(marks) if f.startswith("batch_")]
+    assert len(loads) == 1 and len(batches) >= 6, (loads, batches)
+    with pytest.raises(TypeError, match="ray.data.Dataset"):
+        predict_ray(path, x)
