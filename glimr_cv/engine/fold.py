@@ -104,8 +104,11 @@ def build_model(params: dict, spec: TrialSpec, seed: int, key: Any = None) -> tu
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     model, losses, loss_weights, metrics = _check_built(spec.builder(params), spec.task_names)
+    # a metric that keeps a growing state (glimr_cv.survival.ConcordanceIndex) cannot run under XLA,
+    # which Keras's jit_compile="auto" turns on where a GPU is
+    no_xla = any(getattr(m, "supports_jit", True) is False for m in keras.tree.flatten(metrics or []))
     model.compile(optimizer=keras_optimizer(params["optimization"]), loss=losses,
-                  loss_weights=loss_weights, metrics=metrics)
+                  loss_weights=loss_weights, metrics=metrics, jit_compile=False if no_xla else "auto")
     if key is None or not model.built:  # a subclassed model makes its variables in fit
         return model, False
     model.optimizer.build(model.trainable_variables)
