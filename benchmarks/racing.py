@@ -46,10 +46,18 @@ Method
     * ``test_score_gap`` = exhaustive winner's test accuracy - rule winner's
     * "within tolerance": same winner, or ``cv_mean_gap <= 0.002`` (0.2 pp)
 
+    * ``trial_seconds_fraction``: the same ratio of the time spent inside trials,
+      the sum over fold rows of ``ended_at - started_at`` (the fold profile of
+      ``results.folds``: from the trial's start to its final report)
+
     As a diagnostic the script also replays the exhaustive run's fold scores (and
-    fold durations) through :class:`glimr_cv.FoldScheduler` with each rule and two
-    slots, offline: ``simulated_fold_trainings_fraction`` is what the scheduler
-    would spend given exactly those scores.
+    fit seconds as fold durations) through a :class:`glimr_cv.FoldScheduler` with
+    each rule, offline, with :class:`glimr_cv.engine.replay.Replay` (two slots and
+    Ray Tune's one pending trial): ``simulated_fold_trainings_fraction`` is what the
+    scheduler would spend given exactly those scores.
+
+    Set-up, output and the workload are shared with the other benchmarks
+    (``benchmarks/harness.py``); only glimr_cv's public API is used.
 
     Quote the ratios, not absolute times: the machine may be shared and noisy.
 
@@ -76,86 +84,25 @@ everything else goes to stderr. The exit status is 0 whatever the targets say.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import heapq
-import json
 import math
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("PYTHONWARNINGS", "ignore")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from harness import (FOLDS, METRIC, SLOTS, TEST_SIZE, claim_stdout, emit, heldout_arrays, heldout_loader, log,
+                     make_space, new_parser, ray_session, remove_experiment, replay_fold_trainings, run_search,
+                     target_lines, versions)
 
 RULES = ("forgiving", "aggressive", "paired")
-METRIC = "digit_accuracy"
 TOLERANCE = 0.002  # 0.2 percentage points of accuracy
-SLOTS = 2
-TEST_SIZE = 0.25
-SPLIT_SEED = 0
 
 TARGET_FOLD_FRACTION = 0.35
 TARGET_WALL_CLOSENESS = 0.10
 TARGET_WITHIN_TOLERANCE = 0.90
-
-
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
-# -- the three things a glimr_cv user writes: space, builder (glimr_cv.demo.builder), loader --------
-def make_space(epochs: int) -> dict:
-    import copy
-
-    from glimr_cv import loguniform
-    from glimr_cv.demo import SPACE
-
-    return {
-        "units": {16, 32, 64, 128},
-        "layers": [1, 2],
-        "dropout": [0.0, 0.5, 0.1],
-        "activation": {"relu", "tanh"},
-        "tasks": copy.deepcopy(SPACE["tasks"]),  # the demo's digit task
-        "optimization": {
-            "method": {"sgd", "rms", "adam"},
-            "learning_rate": loguniform(1e-4, 1e-1),
-            "epochs": epochs,
-        },
-        "data": {"batch_size": {32, 64}},
-    }
-
-
-def cv_and_test_arrays():
-    """``(x_cv, y_cv, x_test, y_test)``: a stratified 25% test split kept outside CV."""
-    from sklearn.model_selection import train_test_split
-
-    from glimr_cv.demo import digits_arrays
-
-    x, y = digits_arrays()
-    x_cv, x_test, y_cv, y_test = train_test_split(x, y, test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED)
-    return x_cv, y_cv, x_test, y_test
-
-
-def loader(batch_size: int, cv_index: int = 0, cv_folds: int = 5):
-    """Fold ``cv_index`` of the CV rows: the same partition on every call."""
-    import tensorflow as tf
-    from sklearn.model_selection import StratifiedKFold
-
-    x, y, _, _ = cv_and_test_arrays()
-    splits = list(StratifiedKFold(cv_folds, shuffle=True, random_state=SPLIT_SEED).split(x, y))
-    train, val = splits[cv_index]
-    train_ds = tf.data.Dataset.from_tensor_slices((x[train], {"digit": y[train]}))
-    val_ds = tf.data.Dataset.from_tensor_slices((x[val], {"digit": y[val]}))
-    return (
-        train_ds.shuffle(len(train), seed=SPLIT_SEED).batch(batch_size).prefetch(2),
-        val_ds.batch(512).prefetch(2),
-    )
 
 
 # -- one run -------------------------------------------------------------------------------------------
@@ -175,24 +122,27 @@ def test_accuracy(results, x_test, y_test) -> float:
     return float((np.mean(probs, axis=0).argmax(axis=1) == y_test).mean())
 
 
-def run_one(rule: str | None, seed: int, args, root: str, x_test, y_test) -> dict:
+def new_search(rule: str | None, seed: int, epochs: int, folds: int):
+    """The racing workload's Search: the wide digits space, the demo MLP, held-out-split folds."""
     from glimr_cv import Search
+    from glimr_cv.demo import builder
 
-    search = Search(make_space(args.epochs), builder_fn(), loader, metric=METRIC, mode="max", cv_folds=args.folds,
-                    seed=seed, racing=rule)
-    search.set_reporter(max_report_frequency=0)
+    return Search(make_space(epochs, wide=True), builder, heldout_loader, metric=METRIC, mode="max", cv_folds=folds,
+                  seed=seed, racing=rule)
+
+
+def run_one(rule: str | None, seed: int, args, root: str, x_test, y_test) -> dict:
     name = f"seed{seed}_{rule or 'exhaustive'}"
     load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    results = search.experiment(root, name=name, num_samples=args.configs)
-    wall = time.perf_counter() - start
+    run = run_search(new_search(rule, seed, args.epochs, args.folds), root, name, num_samples=args.configs)
+    results, wall = run.results, run.wall_seconds
     load_after = os.getloadavg()[0]
-    # time each fold training spent inside its Tune trial (model build, data, fit, checkpoint)
-    trial_seconds = sum(float((r.metrics or {}).get("time_total_s") or 0.0) for r in results.result_grid)
 
     table = results.table.set_index("config_id")
     folds = results.folds
     done = folds[folds["status"] == "complete"]
+    # time each fold training spent inside its trial (model build, data, fit, checkpoint), from the fold profile
+    trial_seconds = float((folds["ended_at"] - folds["started_at"]).sum())
     best = results.best_config_id
     statuses = collections.Counter(table["status"])
     pruned = table[table["status"] == "pruned"]
@@ -211,12 +161,12 @@ def run_one(rule: str | None, seed: int, args, root: str, x_test, y_test) -> dic
         "test_score": test_accuracy(results, x_test, y_test) if best is not None else math.nan,
         "statuses": dict(statuses),
         # finished folds of each pruned configuration -> how many configurations
-        "pruned_after_folds": {str(k): int(v) for k, v in sorted(collections.Counter(pruned["n_folds"]).items())},
+        "pruned_after_folds": {str(k): int(v) for k, v in sorted(collections.Counter(pruned["folds_done"]).items())},
         "fold_scores": {f"{int(r.config_id)}/{int(r.fold)}": float(getattr(r, METRIC)) for r in done.itertuples()},
         "fold_seconds": {f"{int(r.config_id)}/{int(r.fold)}": float(r.fit_seconds) for r in done.itertuples()},
         "failed_folds": [f"{int(r.config_id)}/{int(r.fold)}" for r in folds[folds["status"] != "complete"].itertuples()],
         "means": {int(c): float(m) for c, m in table[f"mean_{METRIC}"].items()},
-        "n_folds": {int(c): int(n) for c, n in table["n_folds"].items()},
+        "folds_done": {int(c): int(n) for c, n in table["folds_done"].items()},
         "status_of": {int(c): s for c, s in table["status"].items()},
         "configs": {int(c): p for c, p in results.configs.items()},
     }
@@ -224,59 +174,13 @@ def run_one(rule: str | None, seed: int, args, root: str, x_test, y_test) -> dic
         f"{wall:7.1f} s, winner {best} (CV {record['cv_mean']:.4f}, test {record['test_score']:.4f}), "
         f"statuses {dict(statuses)}, slot utilisation {record['utilisation']:.0%}, "
         f"1-min load average {load_before:.1f} -> {load_after:.1f}")
-    if not args.keep:
-        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    remove_experiment(root, name, args.keep)
     return record
 
 
-def builder_fn():
-    from glimr_cv.demo import builder
-
-    return builder
-
-
-# -- offline replay of the fold scheduler ---------------------------------------------------------------
-def simulate(rule: str | None, exhaustive: dict, n_configs: int, n_folds: int, slots: int = SLOTS,
-             pending: int = 1) -> int:
-    """Fold trainings FoldScheduler would start given the exhaustive run's fold scores and durations.
-
-    Mimics Ray Tune's loop: ``slots`` folds run while up to ``pending`` more are
-    already handed out (Tune keeps one pending trial for a custom searcher), so a
-    fold is chosen before the results of the running folds are known.
-    """
-    from glimr_cv import FoldScheduler
-    from glimr_cv.racing import get_rule
-    from glimr_cv.scheduler import DONE, NEW, WAIT
-
-    scores, seconds = exhaustive["fold_scores"], exhaustive["fold_seconds"]
-    sched = FoldScheduler(n_folds, "max", get_rule(rule), max_configs=n_configs)
-    now, running, queue, seq = 0.0, [], [], 0
-
-    def ask():
-        action = sched.next()
-        if action == NEW:
-            action = sched.add_config(None)
-        return None if action in (WAIT, DONE) else action
-
-    while True:
-        while len(running) + len(queue) < slots + pending:
-            run = ask()
-            if run is None:
-                break
-            queue.append(run)
-        while len(running) < slots and queue:
-            run = queue.pop(0)
-            seq += 1
-            heapq.heappush(running, (now + seconds.get(f"{run.config_id}/{run.fold}", 1.0), seq, run))
-        if not running:
-            assert sched.next() == DONE
-            return sched.n_started
-        now, _, run = heapq.heappop(running)
-        key = f"{run.config_id}/{run.fold}"
-        if key in scores:
-            sched.finish(run.config_id, run.fold, scores[key])
-        else:
-            sched.fail(run.config_id, run.fold, "failed in the exhaustive run")
+def by_fold(figures: dict) -> dict:
+    """``{"c/f": x}`` (the records' JSON-friendly keys) as ``{(c, f): x}``."""
+    return {tuple(int(i) for i in key.split("/")): value for key, value in figures.items()}
 
 
 # -- comparison ------------------------------------------------------------------------------------------
@@ -296,7 +200,9 @@ def compare(ex: dict, run: dict, n_configs: int, n_folds: int) -> dict:
         "trial_seconds_fraction": run["trial_seconds"] / ex["trial_seconds"],
         "utilisation": run["utilisation"],
         "load_average": run["load_average"],
-        "simulated_fold_trainings_fraction": simulate(run["rule"], ex, n_configs, n_folds) / ex["fold_trainings"],
+        "simulated_fold_trainings_fraction": replay_fold_trainings(
+            run["rule"], by_fold(ex["fold_scores"]), by_fold(ex["fold_seconds"]), n_configs, n_folds
+        ) / ex["fold_trainings"],
         "best_config_id": best,
         "exhaustive_best_config_id": ex_best,
         "same_winner": best == ex_best,
@@ -350,19 +256,6 @@ def targets(report: dict) -> list[tuple[str, bool, str]]:
     ]
 
 
-def jsonable(obj):
-    """``obj`` with NaN as null and numpy scalars as Python numbers (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, (float, np.floating)):
-        return None if math.isnan(obj) else float(obj)
-    return obj
-
-
 def pp(x: float) -> str:
     return "   n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+6.2f}"
 
@@ -402,7 +295,7 @@ def format_report(report: dict) -> str:
                  + "; ".join(f"{rule} " + ", ".join(f"{p['utilisation']:.0%}" for p in report[rule]["per_seed"])
                              for rule in report["rules"]))
     lines.append("")
-    lines += [f"{'PASS' if ok else 'FAIL'}: {name}: {detail}" for name, ok, detail in targets(report)]
+    lines += target_lines(targets(report))
     return "\n".join(lines)
 
 
@@ -420,18 +313,13 @@ def exhaustive_diagnostics(ex: dict, n_folds: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="12 configs x 5 folds x 3 epochs, 1 seed, exhaustive + forgiving only")
-    parser.add_argument("--json", action="store_true", help="print one JSON object to stdout, the rest to stderr")
+    parser = new_parser(__doc__, "12 configs x 5 folds x 3 epochs, 1 seed, exhaustive + forgiving only")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 3; 1 with --quick)")
     parser.add_argument("--configs", type=int, default=None, help="configurations per run (default 30; 12 with --quick)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fold (default 6; 3 with --quick)")
-    parser.add_argument("--folds", type=int, default=5, help="CV folds (default 5)")
+    parser.add_argument("--folds", type=int, default=FOLDS, help=f"CV folds (default {FOLDS})")
     parser.add_argument("--rules", default=None,
                         help="comma-separated racing rules (default: all three; forgiving with --quick)")
-    parser.add_argument("--details", default=None, help="write every run's raw figures to this JSON file")
-    parser.add_argument("--keep", action="store_true", help="keep the experiment directories")
     parser.add_argument("--verbose", action="store_true", help="forward the Ray workers' logs (to stderr)")
     args = parser.parse_args(argv)
     args.seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
@@ -444,27 +332,12 @@ def main(argv=None) -> int:
     if bad or args.seeds < 1 or args.configs < 1 or args.epochs < 1 or args.folds < 2:
         parser.error(f"bad arguments (unknown rules {bad}?)")
 
-    # Ray Tune, TensorFlow and worker logs all write to fd 1: send it to stderr, keep stdout for the report
-    report_out = os.fdopen(os.dup(1), "w")
-    sys.stdout.flush()
-    os.dup2(2, 1)
-
-    import ray
-
+    out = claim_stdout()
     started = time.perf_counter()
-    ray.init(address="local", num_cpus=SLOTS, include_dashboard=False, configure_logging=False,
-             log_to_driver=args.verbose,
-             runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}})
-    root = tempfile.mkdtemp(prefix="glimr_racing_bench_")
-    log(f"experiments under {root}")
-    _, _, x_test, y_test = cv_and_test_arrays()
-    try:
+    _, _, x_test, y_test = heldout_arrays()
+    with ray_session("glimr_racing_bench_", keep=args.keep, verbose=args.verbose) as session:
         # untimed warm-up: the first experiment of a Ray session pays one-off start-up costs
-        from glimr_cv import Search
-
-        warm = Search(make_space(1), builder_fn(), loader, metric=METRIC, cv_folds=2, racing=None, seed=0)
-        warm.set_reporter(max_report_frequency=0)
-        warm.experiment(root, name="warmup", num_samples=1)
+        run_search(new_search(None, 0, 1, 2), session.root, "warmup", num_samples=1)
         log(f"warm-up done after {time.perf_counter() - started:.0f} s")
 
         runs: dict[int, dict[str, dict]] = {}
@@ -474,12 +347,9 @@ def main(argv=None) -> int:
             log(f"seed {seed}: order {order}")
             runs[seed] = {}
             for name in order:
-                runs[seed][name] = run_one(None if name == "exhaustive" else name, seed, args, root, x_test, y_test)
+                runs[seed][name] = run_one(None if name == "exhaustive" else name, seed, args, session.root,
+                                           x_test, y_test)
             log(exhaustive_diagnostics(runs[seed]["exhaustive"], args.folds))
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        ray.shutdown()
     total = time.perf_counter() - started
 
     exs = [runs[s]["exhaustive"] for s in runs]
@@ -498,6 +368,7 @@ def main(argv=None) -> int:
                      "method {sgd,rms,adam}, learning_rate loguniform(1e-4,1e-1), batch_size {32,64}",
             "quick": bool(args.quick),
             "total_seconds": total,
+            "versions": versions(),
         },
         "exhaustive": {
             "fold_trainings": mean(e["fold_trainings"] for e in exs),
@@ -516,17 +387,7 @@ def main(argv=None) -> int:
         report[rule] = summarize(rule, [compare(runs[s]["exhaustive"], runs[s][rule], args.configs, args.folds)
                                         for s in runs])
     report["targets"] = [{"target": name, "pass": ok, "detail": detail} for name, ok, detail in targets(report)]
-
-    if args.details:
-        with open(args.details, "w") as f:
-            json.dump(jsonable({"report": report, "runs": runs}), f, indent=1, default=str)
-    text = format_report(report)
-    if args.json:
-        log(text)
-        report_out.write(json.dumps(jsonable(report)) + "\n")
-    else:
-        report_out.write(text + "\n")
-    report_out.flush()
+    emit(out, args, report, format_report(report), details={"runs": runs})
     log(f"total {total:.0f} s")
     return 0
 

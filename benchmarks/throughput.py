@@ -15,24 +15,23 @@ Workload
     1 CPU per fold training (the ``Search`` default).
 
 Method
-    Every glimr_cv run is ``Search(...).experiment(..., check=False)`` (the in-process
-    preflight is left out of the wall time) with the live table off
-    (``set_reporter(max_report_frequency=0)``); the wall time is that of
+    Only glimr_cv's public API is used and nothing is patched: every glimr_cv run is
+    ``Search(...).experiment(..., check=False)`` (the in-process preflight is left out
+    of the wall time) with the live table off; the wall time is that of
     ``experiment()`` alone (Ray is started once, before, and its start-up is reported
     separately). A first, untimed ``python -c "import tensorflow"`` warms the file
     cache so no run pays a cold TensorFlow import that the others do not.
 
     * ``efficiency`` = sum of ``results.folds["fit_seconds"]`` (time inside
       ``model.fit``, per-epoch ``tune.report`` calls included) / (wall x 2 slots), for
-      glimr_cv's defaults (actors reused between trials).
-    * ``efficiency_new_actor``: the same search with a new Ray actor per trial
-      (``reuse_actors=False``, glimr's old behaviour). ``Search.experiment``
-      hard-codes ``reuse_actors=True``; this benchmark wraps ``ray.tune.TuneConfig``
-      for that one run to force it off (see :func:`new_actor_per_trial`).
+      glimr_cv's defaults (actors reused between folds).
+    * ``efficiency_new_actor``: the same search with a new Ray actor, so a new worker
+      process with its TensorFlow import, per fold: ``experiment(reuse_actors=False)``.
     * Model reuse: the same search with ``Search(reuse_models=False)`` (every fold
       builds and traces a new model); ``detail["model_reuse_wall_gain"]`` is its wall /
       the default's wall, and each run's ``model_reuse_rate`` is the share of folds
-      that trained the worker's previous model (reset) instead of a new one.
+      that trained the worker's previous model (reset) instead of a new one
+      (``results.folds["model_reused"]``).
     * ``kerastuner_wall_ratio`` = KerasTuner wall / glimr_cv wall (higher: glimr_cv
       faster). KerasTuner runs the same 20 x 5 CV in one subprocess: a ``kt.Tuner``
       subclass whose ``run_trial`` loops over the 5 folds (``clear_session``, build,
@@ -51,23 +50,42 @@ Method
       ``WAIT`` path (10,000 configurations, none with folds left, one running).
     * ``worker_rss_growth_mb``: one worker slot (``max_concurrent_trials=1``), 40
       configurations x 5 folds x 1 epoch = 200 fold trainings on one reused actor;
-      the RSS of the worker (``/proc/self/status``) is recorded at the end of every
-      fold; growth = RSS after the last fold - RSS after the 5th; the least-squares
-      slope over folds 5..200 is in ``detail`` (MB per 100 folds).
+      the worker's RSS at the end of every fold is the fold row's ``worker_rss_mb``;
+      growth = RSS after the last fold - RSS after the 5th; the least-squares slope
+      over folds 5..200 is in ``detail`` (MB per 100 folds). The peak RSS (VmHWM) the
+      benchmark used to read in the worker is not in the fold rows and is dropped.
 
 Profile
-    The glimr_cv runs are instrumented from inside the benchmark only: the trainable
-    is wrapped (:func:`make_timed_trainable`) so that each fold records, in the worker,
-    timestamps of the trial start, the Keras/TensorFlow import (first fold of a
-    process), the builder, ``compile`` (builder end to loader start), the loader,
-    ``model.fit`` (a Keras callback), every ``tune.report`` (wrapped in the worker),
-    the checkpoint write and the end of the trial, plus the process id and RSS.
-    :func:`breakdown` turns them into seconds and shares of (wall x slots): the parts
-    sum to the wall time of each slot; "turnover" is the time between the end of one
-    trial and the start of the next on the same actor (Tune's bookkeeping on the
-    driver, searcher, actor reset), "start-up" the time from ``experiment()`` to the
-    first trial of each actor and "tail" from the last trial of each actor to the end
-    of ``experiment()``.
+    Rebuilt from the public fold rows (``results.folds``, the profile columns of
+    :data:`glimr_cv.schema.PROFILE`: ``worker``, ``started_at``, ``ended_at``,
+    ``build_seconds``, ``load_seconds``, ``save_seconds``, with ``fit_seconds``) and
+    the experiment's start and end; :func:`breakdown` gives seconds and shares of
+    (wall x slots). Measured, and summing to wall x slots per worker:
+
+    * start-up: ``experiment()`` to each worker's first ``started_at``;
+    * build (clear_session, builder, compile, model reset), load, fit, save: the
+      fold's own timings;
+    * untimed in-fold time: ``ended_at - started_at`` minus those four. On the first
+      fold of a worker it holds the TensorFlow/Keras import; the import is estimated
+      as that fold's untimed time minus the median untimed time of the run's other
+      folds (for a new actor per fold, where every fold is a first one, minus the
+      default run's median). The rest is before the builder (checkpoint check,
+      gradient-registry clean-up) and between the parts;
+    * between folds: ``ended_at`` to the next ``started_at`` on the same worker. It
+      holds ``fold.json``, the final ``tune.report`` with its checkpoint and Tune's
+      turnover together: ``ended_at`` is taken before the final report, so they can
+      no longer be told apart;
+    * tail: each worker's last ``ended_at`` to the end of ``experiment()``.
+
+    With a new actor per fold, all slot time outside the folds counts as start-up.
+    Two parts of ``fit`` are estimated from Ray Tune's own per-report
+    ``time_this_iter_s`` (``results.result_grid``; for reports 2..n it is the epoch
+    without the wait for the driver, report 1 also covers the fold's start): the
+    per-epoch ``tune.report`` waits (fit seconds minus the epochs) and the
+    first-epoch extra (first epoch minus the median epoch: tracing a new model).
+    No longer measured, since the fold rows do not time them apart: ``compile`` apart
+    from the builder (both in build), ``clear_session`` apart from the builder, and
+    the final report apart from Tune's turnover.
 
 Quote the ratios, not absolute times: the machine may be shared and noisy.
 
@@ -87,7 +105,7 @@ runs, 2 for the new-actor baseline, 30 folds for memory, whose target is then ch
 on the growth its slope projects to fold 200) about 3.5. ``--configs``, ``--epochs``,
 ``--new-actor-configs`` and ``--rss-folds`` override the workload, ``--skip`` leaves
 parts out (``kerastuner,no_model_reuse,new_actor,rss,scheduler``), ``--details FILE`` writes every
-fold's timings, ``--keep`` keeps the experiment directories.
+fold's profile, ``--keep`` keeps the experiment directories.
 With ``--json`` exactly one JSON object is printed to stdout and everything else goes
 to stderr. The exit status is 0 whatever the targets say.
 """
@@ -95,7 +113,6 @@ to stderr. The exit status is 0 whatever the targets say.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -107,14 +124,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("PYTHONWARNINGS", "ignore")
+from harness import (FOLDS, METRIC, SLOTS, claim_stdout, emit, log, make_space, new_parser, ray_session,
+                     remove_experiment, run_search, target_lines, versions)
 
-SLOTS = 2
-FOLDS = 5
 BATCH_SIZE = 32
-METRIC = "digit_accuracy"
-RAY_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}  # what Search._init_ray sets
 
 TARGET_EFFICIENCY = 0.92
 TARGET_KT_RATIO = 1.8
@@ -122,312 +135,194 @@ TARGET_SUGGEST_MS = 1.0
 TARGET_RSS_MB = 150.0
 RSS_BASE_FOLD = 5  # growth is measured from the end of this fold
 RSS_FOLDS_TARGET = 200
-
-
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
-def make_space(epochs: int) -> dict:
-    """glimr_cv.demo.SPACE with ``epochs`` epochs and batch size fixed at 32."""
-    from glimr_cv.demo import SPACE
-
-    return {**SPACE, "optimization": {**SPACE["optimization"], "epochs": epochs}, "data": {"batch_size": BATCH_SIZE}}
-
-
-def rss_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS) of this process in MB, from /proc/self/status."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, kb = line.split()[:2]
-                values[key] = int(kb) / 1024
-    return values.get("VmRSS:", math.nan), values.get("VmHWM:", math.nan)
-
-
-# -- instrumentation (lives only in this benchmark) -------------------------------------------------------
-def make_timed_trainable(events_dir: str):
-    """``train_fold`` wrapped to record, in the worker, when each part of a fold happens.
-
-    One JSON line per fold is appended to ``events_dir/<pid>.jsonl``. Nothing of
-    glimr_cv is changed: the wrapper hands ``train_fold`` a copy of the spec whose
-    builder and loader are timed, adds a Keras callback that times ``fit`` and its
-    epochs, and wraps ``ray.tune.report`` in this worker process.
-    """
-
-    def timed_train_fold(config, spec):
-        import dataclasses
-        import sys as _sys
-        import time as _time
-
-        t_start = _time.time()
-        first = "keras" not in _sys.modules
-        ev = {"pid": os.getpid(), "t_start": t_start, "first_in_process": first, "reports": [], "epochs": []}
-        ev["t_import0"] = _time.time()
-        import keras  # train_fold imports it first thing too; here its cost is timed
-        import ray.tune as rt
-
-        ev["t_import1"] = _time.time()
-        meta = config.get("__glimr_cv__", {})
-        ev.update(config_id=meta.get("config_id"), fold=meta.get("fold"))
-        ev["trial_id"] = rt.get_context().get_trial_id()
-        rt._bench_event = ev
-        if not getattr(rt.report, "_bench_timed", False):
-            original_report = rt.report
-
-            def report(metrics, *args, **kwargs):
-                start = _time.time()
-                try:
-                    return original_report(metrics, *args, **kwargs)
-                finally:
-                    rt._bench_event["reports"].append([start, _time.time(), kwargs.get("checkpoint") is not None])
-
-            report._bench_timed = True
-            rt.report = report
-
-        def timed(fn, key):
-            def wrapper(*args, **kwargs):
-                ev[f"t_{key}0"] = _time.time()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    ev[f"t_{key}1"] = _time.time()
-
-            return wrapper
-
-        class FitTimer(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                ev["t_train_begin"] = _time.time()
-
-            def on_epoch_begin(self, epoch, logs=None):
-                ev["epochs"].append([_time.time(), None])
-
-            def on_epoch_end(self, epoch, logs=None):
-                ev["epochs"][-1][1] = _time.time()
-
-            def on_train_end(self, logs=None):
-                ev["t_train_end"] = _time.time()
-
-        fit_kwargs = dict(spec.fit_kwargs)
-        fit_kwargs["callbacks"] = [*fit_kwargs.get("callbacks", []), FitTimer()]
-        spec = dataclasses.replace(spec, builder=timed(spec.builder, "build"), loader=timed(spec.loader, "load"),
-                                   fit_kwargs=fit_kwargs)
-        from glimr_cv.trainable import train_fold
-
-        try:
-            train_fold(config, spec)
-        finally:
-            ev["t_end"] = _time.time()
-            ev["rss_mb"], ev["hwm_mb"] = rss_mb()
-            with open(os.path.join(events_dir, f"{os.getpid()}.jsonl"), "a") as f:
-                f.write(json.dumps(ev) + "\n")
-
-    return timed_train_fold
-
-
-def read_events(events_dir: str) -> list[dict]:
-    events = []
-    for name in sorted(os.listdir(events_dir)):
-        with open(os.path.join(events_dir, name)) as f:
-            events += [json.loads(line) for line in f if line.strip()]
-    return sorted(events, key=lambda e: e["t_start"])
-
-
-@contextlib.contextmanager
-def new_actor_per_trial():
-    """BENCHMARK-ONLY HACK: make ``Search.experiment`` start a new Ray actor for every trial.
-
-    ``glimr_cv/search.py`` calls ``tune.TuneConfig(..., reuse_actors=True, ...)``;
-    inside this block ``ray.tune.TuneConfig`` is a wrapper that forces
-    ``reuse_actors=False``, i.e. glimr's old behaviour. Restored on exit.
-    """
-    import ray.tune
-
-    original = ray.tune.TuneConfig
-
-    def forced(*args, **kwargs):
-        kwargs["reuse_actors"] = False
-        return original(*args, **kwargs)
-
-    ray.tune.TuneConfig = forced
-    try:
-        yield
-    finally:
-        ray.tune.TuneConfig = original
-
-
-def instrumented_search_class():
-    from ray import tune
-
-    from glimr_cv import Search
-
-    class InstrumentedSearch(Search):
-        """A Search whose trainable is :func:`make_timed_trainable`'s wrapper of train_fold."""
-
-        events_dir: str = ""
-
-        def _trainable(self):
-            resources = {k.lower(): v for k, v in self.resources.items()}
-            fn = make_timed_trainable(self.events_dir)
-            return tune.with_resources(tune.with_parameters(fn, spec=self._spec()), resources)
-
-    return InstrumentedSearch
+PROFILE_COLUMNS = ("config_id", "fold", "status", "trial_id", "worker", "started_at", "ended_at", "build_seconds",
+                   "load_seconds", "fit_seconds", "save_seconds", "worker_rss_mb", "model_reused")
 
 
 # -- one glimr_cv run -------------------------------------------------------------------------------------
-def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, reuse: bool = True,
-              max_concurrent_trials: int | None = None, keep: bool = False, reuse_models: bool = True) -> dict:
-    from ray import cloudpickle
+def epoch_seconds(results) -> dict[str, list[float]]:
+    """Ray Tune's ``time_this_iter_s`` of each trial's per-epoch reports, by trial id (from the public ResultGrid)."""
+    from glimr_cv.schema import STATUS
 
+    out = {}
+    for result in results.result_grid or []:
+        df = result.metrics_dataframe
+        if df is None or "time_this_iter_s" not in df or "epoch" not in df:
+            continue
+        epochs = df[df["epoch"].notna() & (df[STATUS].isna() if STATUS in df else True)]  # not the final report
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id is not None:
+            out[trial_id] = [float(s) for s in epochs["time_this_iter_s"]]
+    return out
+
+
+def run_glimr(label: str, root: str, configs: int, epochs: int, seed: int = 0, reuse_actors: bool = True,
+              max_concurrent_trials: int | None = None, keep: bool = False, reuse_models: bool = True) -> dict:
+    from glimr_cv import Search
     from glimr_cv.demo import builder, loader
 
-    if __name__ != "__main__":  # imported (not run): workers cannot import this file, ship its functions by value
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    events_dir = os.path.join(root, f"{label}_events")
-    os.makedirs(events_dir, exist_ok=True)
-    search = instrumented_search_class()(make_space(epochs), builder, loader, metric=METRIC, mode="max",
-                                         cv_folds=FOLDS, racing=None, seed=seed, reuse_models=reuse_models)
-    search.events_dir = events_dir
-    search.set_reporter(max_report_frequency=0)
-    with contextlib.nullcontext() if reuse else new_actor_per_trial():
-        t0 = time.time()
-        start = time.perf_counter()
-        results = search.experiment(root, name=label, num_samples=configs,
-                                    max_concurrent_trials=max_concurrent_trials, check=False)
-        wall = time.perf_counter() - start
-        t1 = time.time()
+    search = Search(make_space(epochs, batch_size=BATCH_SIZE), builder, loader, metric=METRIC, mode="max",
+                    cv_folds=FOLDS, racing=None, seed=seed, reuse_models=reuse_models)
+    run = run_search(search, root, label, num_samples=configs, max_concurrent_trials=max_concurrent_trials,
+                     reuse_actors=reuse_actors, check=False)
+    results, wall = run.results, run.wall_seconds
     folds = results.folds
     done = folds[folds["status"] == "complete"]
     if not len(done):
         raise RuntimeError(f"{label}: no fold completed; see the trial errors above")
-    events = read_events(events_dir)
+    iters = epoch_seconds(results)
+    rows = [{**{k: row[k] for k in PROFILE_COLUMNS}, "epoch_seconds": iters.get(row["trial_id"], [])}
+            for row in folds.to_dict("records")]
+    slots = max_concurrent_trials or SLOTS
     record = {
         "label": label,
         "configs": configs,
         "epochs": epochs,
-        "reuse_actors": reuse,
+        "reuse_actors": reuse_actors,
         "reuse_models": reuse_models,
+        "slots": slots,
         "wall_seconds": wall,
-        "t_experiment_start": t0,
-        "t_experiment_end": t1,
+        "t_experiment_start": run.started,
+        "t_experiment_end": run.ended,
         "fold_trainings": int(results.fold_trainings),
         "complete_folds": int(len(done)),
         "failed_folds": int(len(folds) - len(done)),
         "fit_seconds": float(done["fit_seconds"].sum()),
-        "worker_pids": sorted({e["pid"] for e in events}),
-        "events": events,
+        "workers": sorted({r["worker"] for r in rows if isinstance(r["worker"], str)}),
+        "model_reuse_rate": float(done["model_reused"].astype(bool).mean()),
+        "folds": rows,
     }
-    slots = max_concurrent_trials or SLOTS
-    record["slots"] = slots
     record["efficiency"] = record["fit_seconds"] / (wall * slots)
-    record["model_reuse_rate"] = float(done["model_reused"].astype(bool).mean())
     log(f"  {label}: {record['complete_folds']} folds ({record['failed_folds']} failed) in {wall:.1f} s, "
         f"fit {record['fit_seconds']:.1f} s, efficiency {record['efficiency']:.3f}, "
-        f"{len(record['worker_pids'])} worker process(es), model reused in {record['model_reuse_rate']:.0%} of folds")
-    if not keep:
-        shutil.rmtree(os.path.join(root, label), ignore_errors=True)
+        f"{len(record['workers'])} worker process(es), model reused in {record['model_reuse_rate']:.0%} of folds")
+    remove_experiment(root, label, keep)
     return record
+
+
+def summary_of(run: dict) -> dict:
+    """A run's record without its per-fold rows."""
+    return {k: v for k, v in run.items() if k != "folds"}
 
 
 # -- where the time goes --------------------------------------------------------------------------------------
 PARTS = [
-    ("startup", "start-up: experiment() to each actor's first trial (Tune set-up, actor spawn)"),
-    ("tf_import", "Keras/TensorFlow import in the worker (first fold of a process)"),
-    ("pre_build", "train_fold before the builder: clear_session (it runs gc.collect), seed"),
-    ("build", "builder (Keras model construction)"),
-    ("compile", "model.compile (+ keras_optimizer)"),
-    ("load", "loader (StratifiedKFold split + tf.data pipelines)"),
-    ("fit_setup", "loader end to model.fit start"),
-    ("fit_train", "model.fit: training + validation, without the reports"),
-    ("fit_report", "model.fit: per-epoch tune.report (synchronous round trip to the driver)"),
-    ("checkpoint", "after fit: best weights restored, model.weights.h5 + fold.json written"),
-    ("final_report", "final tune.report with the checkpoint (persist + round trip)"),
-    ("cleanup", "after the final report until train_fold returns"),
-    ("turnover", "Tune turnover: trial end to next trial start on the same actor"),
-    ("tail", "tail: each actor's last trial end to the end of experiment()"),
+    ("startup", "start-up: experiment() to each worker's first fold (Tune set-up, actor spawn)"),
+    ("tf_import", "TensorFlow/Keras import, first fold of each worker (estimate: its untimed time over the median)"),
+    ("fold_other", "untimed rest of the fold: before the builder (checkpoint check, gradient registry), gaps"),
+    ("build", "build_seconds: clear_session, builder, compile, model reset or reuse"),
+    ("load", "load_seconds: the loader (StratifiedKFold split + tf.data pipelines)"),
+    ("fit", "fit_seconds: model.fit, training + validation + per-epoch tune.report"),
+    ("save", "save_seconds: best weights restored, model.weights.h5 written"),
+    ("between", "ended_at to the next fold's started_at on a worker: fold.json, final report, Tune turnover"),
+    ("tail", "tail: each worker's last ended_at to the end of experiment() (its final report included)"),
+]
+FIT_ESTIMATES = [
+    ("fit_report", "of fit: per-epoch tune.report waits (fit minus the epochs' time_this_iter_s)"),
+    ("first_epoch_extra", "of fit: first epoch minus the median epoch (tracing), from time_this_iter_s"),
 ]
 
 
-def fold_parts(e: dict) -> dict:
-    """Seconds of each part of one fold, from its worker events."""
-    fit_end = e.get("t_train_end", e["t_end"])
-    epoch_reports = [r for r in e["reports"] if not r[2]]
-    final = [r for r in e["reports"] if r[2]]
-    fit_report = sum(r[1] - r[0] for r in epoch_reports if r[1] <= fit_end)
-    # model.fit starts a little before on_train_begin; fit_seconds (reported) would need the result files,
-    # the callback window is within a few ms of it
-    fit_start = e.get("t_train_begin", e["t_load1"])
-    after_fit = final[0][0] if final else e["t_end"]
-    after_report = final[0][1] if final else e["t_end"]
-    import_s = e["t_import1"] - e["t_import0"] if e["first_in_process"] else 0.0
-    parts = {
-        "tf_import": import_s,
-        "pre_build": e["t_build0"] - e["t_start"] - import_s,
-        "build": e["t_build1"] - e["t_build0"],
-        "compile": e["t_load0"] - e["t_build1"],
-        "load": e["t_load1"] - e["t_load0"],
-        "fit_setup": fit_start - e["t_load1"],
-        "fit_train": fit_end - fit_start - fit_report,
-        "fit_report": fit_report,
-        "checkpoint": after_fit - fit_end,
-        "final_report": after_report - after_fit,
-        "cleanup": e["t_end"] - after_report,
-    }
-    epochs = [b - a for a, b in e["epochs"] if b is not None]
-    parts["first_epoch_extra"] = epochs[0] - statistics.median(epochs[1:]) if len(epochs) > 2 else 0.0
-    return parts
-
-
-def breakdown(run: dict) -> dict:
-    """Seconds and share of (wall x slots) of each part, summed over the run's folds and actors."""
-    events = run["events"]
-    total = {key: 0.0 for key, _ in PARTS}
-    total["first_epoch_extra"] = 0.0
-    by_pid: dict[int, list[dict]] = {}
-    incomplete = 0
-    for e in events:
-        by_pid.setdefault(e["pid"], []).append(e)
-        if not all(k in e for k in ("t_build0", "t_build1", "t_load0", "t_load1")):
-            incomplete += 1  # a fold that raised before fit: its whole time counts as pre_build
-            total["pre_build"] += e["t_end"] - e["t_start"]
+def profiled(run: dict) -> list[dict]:
+    """The run's fold rows that have a whole profile, each with its untimed in-fold seconds."""
+    keys = ("started_at", "ended_at", "build_seconds", "load_seconds", "fit_seconds", "save_seconds")
+    rows = []
+    for row in run["folds"]:
+        if not isinstance(row["worker"], str) or any(not finite(row[k]) for k in keys):
             continue
-        for key, value in fold_parts(e).items():
-            total[key] += value
+        timed = row["build_seconds"] + row["load_seconds"] + row["fit_seconds"] + row["save_seconds"]
+        rows.append({**row, "untimed": row["ended_at"] - row["started_at"] - timed})
+    return sorted(rows, key=lambda r: r["started_at"])
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def untimed_median(run: dict) -> float | None:
+    """Median untimed in-fold seconds of the folds that are not the first of their worker."""
+    seen, rest = set(), []
+    for row in profiled(run):
+        if row["worker"] in seen:
+            rest.append(row["untimed"])
+        seen.add(row["worker"])
+    return statistics.median(rest) if rest else None
+
+
+def fit_estimates(row: dict) -> dict | None:
+    """Per-epoch report waits and first-epoch extra of one fold, from Tune's ``time_this_iter_s``.
+
+    Report 1's iteration runs from the trial's start to the first report: the
+    untimed start, build, load and epoch 1; reports 2..n each time one epoch,
+    without the wait for the driver, which ``fit_seconds`` includes.
+    """
+    iters = row["epoch_seconds"]
+    if row["status"] != "complete" or len(iters) < 2:
+        return None
+    first = iters[0] - row["build_seconds"] - row["load_seconds"] - row["untimed"]
+    return {
+        "fit_report": row["fit_seconds"] - first - sum(iters[1:]),
+        "first_epoch_extra": first - statistics.median(iters[1:]) if len(iters) > 2 else 0.0,
+    }
+
+
+def breakdown(run: dict, untimed_baseline: float | None = None) -> dict:
+    """Seconds and share of (wall x slots) of each part, summed over the run's folds and workers.
+
+    ``untimed_baseline`` is the median untimed in-fold time of a fold that is not
+    its worker's first, for runs without such folds (a new actor per fold).
+    """
+    rows = profiled(run)
+    baseline = untimed_median(run)
+    baseline = untimed_baseline if baseline is None else baseline
+    total = {key: 0.0 for key, _ in PARTS + FIT_ESTIMATES}
+    by_worker: dict[str, list[dict]] = {}
+    estimated = 0
+    for row in rows:
+        first = row["worker"] not in by_worker
+        by_worker.setdefault(row["worker"], []).append(row)
+        for key in ("build", "load", "fit", "save"):
+            total[key] += row[f"{key}_seconds"]
+        tf_import = max(0.0, row["untimed"] - (baseline or 0.0)) if first else 0.0
+        total["tf_import"] += tf_import
+        total["fold_other"] += row["untimed"] - tf_import
+        est = fit_estimates(row)
+        if est is not None:
+            estimated += 1
+            for key, value in est.items():
+                total[key] += value
     t0, t1 = run["t_experiment_start"], run["t_experiment_end"]
-    if run["reuse_actors"]:
-        for evs in by_pid.values():
-            evs.sort(key=lambda e: e["t_start"])
-            total["startup"] += evs[0]["t_start"] - t0
-            total["turnover"] += sum(b["t_start"] - a["t_end"] for a, b in zip(evs, evs[1:]))
-            total["tail"] += t1 - evs[-1]["t_end"]
-    else:  # a new actor per fold: slot time outside folds is start-up, turnover and tail together
-        total["startup"] = run["wall_seconds"] * run["slots"] - sum(e["t_end"] - e["t_start"] for e in events)
     capacity = run["wall_seconds"] * run["slots"]
+    if run["reuse_actors"]:
+        for worker_rows in by_worker.values():
+            total["startup"] += worker_rows[0]["started_at"] - t0
+            total["between"] += sum(b["started_at"] - a["ended_at"] for a, b in zip(worker_rows, worker_rows[1:]))
+            total["tail"] += t1 - worker_rows[-1]["ended_at"]
+    else:  # a new actor per fold: slot time outside the folds is start-up, final reports and turnover together
+        total["startup"] = capacity - sum(r["ended_at"] - r["started_at"] for r in rows)
     accounted = sum(total[k] for k, _ in PARTS)
-    out = {k: {"seconds": total[k], "share": total[k] / capacity} for k, _ in PARTS}
+    out = {k: {"seconds": total[k], "share": total[k] / capacity} for k, _ in PARTS + FIT_ESTIMATES}
     out["unaccounted"] = {"seconds": capacity - accounted, "share": (capacity - accounted) / capacity}
-    out["first_epoch_extra"] = {"seconds": total["first_epoch_extra"], "share": total["first_epoch_extra"] / capacity,
-                                "note": "part of fit_train: first epoch minus the median epoch (tf.function tracing)"}
-    n = max(len(events), 1)
+    n = max(len(rows), 1)
     out["per_fold_ms"] = {k: 1000 * total[k] / n for k, _ in PARTS if k not in ("startup", "tail")}
+    out["per_fold_ms"].update({k: 1000 * total[k] / max(estimated, 1) for k, _ in FIT_ESTIMATES})
     out["capacity_seconds"] = capacity
-    out["actors"] = len(by_pid)
-    out["folds"] = len(events)
-    out["folds_without_timings"] = incomplete
+    out["workers"] = len(by_worker)
+    out["folds"] = len(rows)
+    out["folds_without_profile"] = len(run["folds"]) - len(rows)
+    out["folds_with_fit_estimates"] = estimated
+    out["untimed_baseline_ms"] = None if baseline is None else 1000 * baseline
     return out
 
 
 def format_breakdown(b: dict, title: str) -> str:
-    lines = [title, f"{'part':<14}{'seconds':>9}{'share':>8}{'ms/fold':>9}  what"]
-    for key, what in PARTS:
+    lines = [title, f"{'part':<18}{'seconds':>9}{'share':>8}{'ms/fold':>9}  what"]
+    for key, what in PARTS + [("unaccounted", "wall x slots minus the parts above")] + FIT_ESTIMATES:
         ms = b["per_fold_ms"].get(key)
-        lines.append(f"{key:<14}{b[key]['seconds']:>9.1f}{b[key]['share']:>8.1%}"
+        lines.append(f"{key:<18}{b[key]['seconds']:>9.1f}{b[key]['share']:>8.1%}"
                      f"{'' if ms is None else f'{ms:.0f}':>9}  {what}")
-    lines.append(f"{'unaccounted':<14}{b['unaccounted']['seconds']:>9.1f}{b['unaccounted']['share']:>8.1%}")
-    lines.append(f"{'(of fit_train: first-epoch extra':<34}{b['first_epoch_extra']['seconds']:>7.1f} s, "
-                 f"{b['first_epoch_extra']['share']:.1%})")
-    lines.append(f"wall x slots = {b['capacity_seconds']:.1f} s, {b['folds']} folds on {b['actors']} actor(s)")
+    lines.append(f"wall x slots = {b['capacity_seconds']:.1f} s, {b['folds']} folds on {b['workers']} worker(s); "
+                 f"the parts down to 'unaccounted' add up to it, the last two are estimated parts of fit")
     return "\n".join(lines)
 
 
@@ -438,7 +333,7 @@ def kerastuner_worker(configs: int, epochs: int, seed: int, out: str) -> None:
     import keras
     import keras_tuner as kt
 
-    from glimr_cv import keras_losses, keras_metrics, keras_optimizer
+    from glimr_cv import keras_metrics, keras_optimizer
     from glimr_cv.demo import SPACE, builder, loader
 
     t_imported = time.perf_counter()
@@ -499,7 +394,7 @@ def kerastuner_worker(configs: int, epochs: int, seed: int, out: str) -> None:
 
 def run_kerastuner(configs: int, epochs: int, root: str) -> dict:
     out = os.path.join(root, "kerastuner.json")
-    cmd = [sys.executable, os.path.abspath(__file__), "--_kerastuner-worker", out, "--configs", str(configs),
+    cmd = [sys.executable, os.path.abspath(__file__), "--kerastuner-worker", out, "--configs", str(configs),
            "--epochs", str(epochs)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
@@ -517,11 +412,12 @@ def run_kerastuner(configs: int, epochs: int, root: str) -> dict:
 # -- scheduler overhead, pure Python ------------------------------------------------------------------------
 def bench_scheduler(n_configs: int = 10_000, cycles: int = 3000, seed: int = 0) -> dict:
     """Per-call cost of the suggest path with ``n_configs`` configurations in the heap."""
+    from glimr_cv import FoldScheduler, validate_space
     from glimr_cv.demo import SPACE
-    from glimr_cv.racing import get_rule
-    from glimr_cv.scheduler import NEW, WAIT, FoldScheduler, Run
-    from glimr_cv.searcher import CVSearcher  # imports ray.tune.search only; Ray is not started
-    from glimr_cv.space import validate_space
+    from glimr_cv.engine.racing import get_rule
+    from glimr_cv.engine.scheduler import NEW, WAIT, Run
+    from glimr_cv.engine.searcher import CVSearcher  # imports ray.tune.search only; Ray is not started
+    from glimr_cv.schema import SCORE, STATUS
 
     rng = random.Random(seed)
     parsed = validate_space(SPACE)
@@ -550,7 +446,8 @@ def bench_scheduler(n_configs: int = 10_000, cycles: int = 3000, seed: int = 0) 
         times = sorted(times)
         return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * len(times))],
                 "p99_ms": times[int(0.99 * len(times))], "max_ms": times[-1], "cycles": len(times),
-                "configs_after": len(sched.configs), "heap_after": len(sched._heap)}
+                "configs_after": len(sched.configs),
+                "configs_with_folds_left": sum(1 for c in sched.configs.values() if c.todo and c.status == "running")}
 
     out = {}
     # 1. bare FoldScheduler: next() (+ add_config on NEW) then finish(), new configurations still allowed
@@ -574,8 +471,7 @@ def bench_scheduler(n_configs: int = 10_000, cycles: int = 3000, seed: int = 0) 
             trial_id = f"t{i}"
             config = searcher.suggest(trial_id)
             if isinstance(config, dict):
-                searcher.on_trial_complete(trial_id, {"fold_score": 0.90 + 0.06 * rng.random(),
-                                                      "fold_status": "complete"})
+                searcher.on_trial_complete(trial_id, {SCORE: 0.90 + 0.06 * rng.random(), STATUS: "complete"})
 
         out[label] = summary(cycle_times(sched, step), sched)
     # 3. the WAIT path (what Tune hits while the last folds run and a slot is free): every configuration
@@ -602,12 +498,14 @@ def bench_scheduler(n_configs: int = 10_000, cycles: int = 3000, seed: int = 0) 
 
 # -- worker memory -------------------------------------------------------------------------------------------
 def rss_summary(run: dict) -> dict:
-    by_pid: dict[int, list[dict]] = {}
-    for e in run["events"]:
-        by_pid.setdefault(e["pid"], []).append(e)
-    pid, evs = max(by_pid.items(), key=lambda kv: len(kv[1]))
-    evs.sort(key=lambda e: e["t_start"])
-    rss = [e["rss_mb"] for e in evs]
+    """RSS growth of the worker that trained the most folds, from the fold rows' ``worker_rss_mb``."""
+    by_worker: dict[str, list[dict]] = {}
+    for row in run["folds"]:
+        if isinstance(row["worker"], str) and finite(row["worker_rss_mb"]) and finite(row["started_at"]):
+            by_worker.setdefault(row["worker"], []).append(row)
+    worker, rows = max(by_worker.items(), key=lambda kv: len(kv[1]))
+    rows.sort(key=lambda r: r["started_at"])
+    rss = [r["worker_rss_mb"] for r in rows]
     base = RSS_BASE_FOLD - 1 if len(rss) >= RSS_BASE_FOLD else 0
     xs = list(range(base, len(rss)))
     ys = rss[base:]
@@ -616,14 +514,13 @@ def rss_summary(run: dict) -> dict:
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     return {
-        "worker_pid": pid,
+        "worker": worker,
         "folds_on_worker": len(rss),
-        "worker_processes": len(by_pid),
+        "workers": len(by_worker),
         "rss_after_first_fold_mb": rss[0],
         f"rss_after_fold_{base + 1}_mb": rss[base],
         "rss_after_last_fold_mb": rss[-1],
         "rss_max_mb": max(rss),
-        "peak_rss_hwm_mb": evs[-1]["hwm_mb"],
         "growth_mb": rss[-1] - rss[base],
         "slope_mb_per_100_folds": 100 * slope,
         # with fewer than 200 folds (--quick), the target is checked on the growth the slope projects to fold 200
@@ -633,45 +530,14 @@ def rss_summary(run: dict) -> dict:
     }
 
 
-def versions() -> dict:
-    """Package versions, and a hash of glimr_cv/trainable.py (the code the workers run)."""
-    import hashlib
-    from importlib import metadata
-
-    import glimr_cv.trainable
-
-    out = {}
-    for name in ("glimr_cv", "ray", "tensorflow", "keras", "keras-tuner"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    with open(glimr_cv.trainable.__file__, "rb") as f:
-        out["glimr_cv/trainable.py sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
-    out["python"] = sys.version.split()[0]
-    return out
-
-
 # -- report ---------------------------------------------------------------------------------------------------
-def jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def targets(report: dict) -> list[tuple[str, bool | None, str]]:
     out = []
     eff = report.get("efficiency")
     if eff is not None:
         base = report.get("efficiency_new_actor")
         out.append((f"efficiency >= {TARGET_EFFICIENCY}", eff >= TARGET_EFFICIENCY,
-                    f"{eff:.3f} (new actor per trial: {'n/a' if base is None else f'{base:.3f}'})"))
+                    f"{eff:.3f} (new actor per fold: {'n/a' if base is None else f'{base:.3f}'})"))
     ratio = report.get("kerastuner_wall_ratio")
     if ratio is not None:
         out.append((f"KerasTuner wall / glimr_cv wall >= {TARGET_KT_RATIO}", ratio >= TARGET_KT_RATIO, f"{ratio:.2f}"))
@@ -692,19 +558,26 @@ def targets(report: dict) -> list[tuple[str, bool | None, str]]:
     return out
 
 
+def profile_run(label: str, runs: dict, detail: dict, root: str, args, title: str, baseline: float | None = None,
+                **kwargs) -> dict:
+    """Run ``run_glimr(label, ...)``, keep its record in ``runs`` and its summary and breakdown in ``detail``."""
+    runs[label] = run = run_glimr(label, root, keep=args.keep, **kwargs)
+    detail[label] = summary_of(run)
+    detail[f"breakdown_{label}"] = breakdown(run, baseline)
+    log(format_breakdown(detail[f"breakdown_{label}"], f"where the time goes, {title}:"))
+    return run
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="6 configs (2 for the new-actor run), 30 RSS folds")
-    parser.add_argument("--json", action="store_true", help="print one JSON object to stdout, the rest to stderr")
+    parser = new_parser(__doc__, "6 configs (2 for the new-actor run), 30 RSS folds")
     parser.add_argument("--configs", type=int, default=None, help="configurations (default 20; 6 with --quick)")
     parser.add_argument("--new-actor-configs", type=int, default=None,
                         help="configurations of the new-actor baseline (default: --configs; 2 with --quick)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per fold (default 8, as the demo)")
     parser.add_argument("--rss-folds", type=int, default=None, help="fold trainings of the memory run (200; 30 quick)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: kerastuner,no_model_reuse,new_actor,rss,scheduler")
-    parser.add_argument("--details", default=None, help="write every run's per-fold timings to this JSON file")
-    parser.add_argument("--keep", action="store_true", help="keep the experiment directories")
-    parser.add_argument("--_kerastuner-worker", dest="kt_worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: kerastuner,no_model_reuse,new_actor,rss,scheduler")
+    parser.add_argument("--kerastuner-worker", dest="kt_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.configs = args.configs or (6 if args.quick else 20)
     args.new_actor_configs = args.new_actor_configs or (2 if args.quick else args.configs)
@@ -715,15 +588,11 @@ def main(argv=None) -> int:
         kerastuner_worker(args.configs, args.epochs, 0, args.kt_worker)
         return 0
 
-    json_out = None
-    if args.json:  # Ray, TensorFlow and worker logs write to fd 1: send it to stderr, keep stdout for the JSON
-        json_out = os.fdopen(os.dup(1), "w")
-        os.dup2(2, 1)
-
+    out = claim_stdout()
     started = time.perf_counter()
     detail: dict = {"workload": {
         "dataset": "sklearn digits via glimr_cv.demo.loader (StratifiedKFold(5, shuffle, random_state=0))",
-        "model": "glimr_cv.demo.builder MLP, glimr_cv.demo.SPACE with batch_size fixed at 32",
+        "model": f"glimr_cv.demo.builder MLP, glimr_cv.demo.SPACE with batch_size fixed at {BATCH_SIZE}",
         "configs": args.configs, "new_actor_configs": args.new_actor_configs, "folds": FOLDS,
         "epochs": args.epochs, "slots": SLOTS, "racing": None, "preflight": "excluded (check=False)",
         "quick": bool(args.quick)},
@@ -739,26 +608,18 @@ def main(argv=None) -> int:
     log("warming the file cache (untimed TensorFlow import) ...")
     subprocess.run([sys.executable, "-c", "import tensorflow, keras"], stdout=sys.stderr, stderr=sys.stderr)
 
-    import ray
-
-    t = time.perf_counter()
-    ray.init(address="local", num_cpus=SLOTS, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": RAY_ENV})
-    detail["ray_init_seconds"] = time.perf_counter() - t
-    root = tempfile.mkdtemp(prefix="glimr_throughput_bench_")
-    log(f"experiments under {root}")
     runs = {}
-    try:
+    with ray_session("glimr_throughput_bench_", keep=args.keep) as session:
+        detail["ray_init_seconds"] = session.ray_init_seconds
+        root = session.root
         log(f"glimr_cv defaults: {args.configs} configurations x {FOLDS} folds x {args.epochs} epochs ...")
-        runs["default"] = run_glimr("default", root, args.configs, args.epochs, keep=args.keep)
-        report["efficiency"] = runs["default"]["efficiency"]
-        detail["default"] = {k: v for k, v in runs["default"].items() if k != "events"}
-        detail["breakdown_default"] = breakdown(runs["default"])
+        default = profile_run("default", runs, detail, root, args, "glimr_cv defaults",
+                              configs=args.configs, epochs=args.epochs)
+        report["efficiency"] = default["efficiency"]
         # per-epoch tune.report calls wait inside model.fit, so fit_seconds counts them as training time
-        detail["efficiency_without_report_waits"] = ((runs["default"]["fit_seconds"]
+        detail["efficiency_without_report_waits"] = ((default["fit_seconds"]
                                                       - detail["breakdown_default"]["fit_report"]["seconds"])
-                                                     / (runs["default"]["wall_seconds"] * SLOTS))
-        log(format_breakdown(detail["breakdown_default"], "where the time goes, glimr_cv defaults:"))
+                                                     / (default["wall_seconds"] * SLOTS))
 
         if "kerastuner" not in skip:
             log(f"KerasTuner: {args.configs} trials x {FOLDS} folds x {args.epochs} epochs, one process ...")
@@ -769,59 +630,40 @@ def main(argv=None) -> int:
                 detail["kerastuner_error"] = str(err)
             else:
                 detail["kerastuner"] = kt
-                glimr_wall = runs["default"]["wall_seconds"]
-                report["kerastuner_wall_ratio"] = kt["search_seconds"] / glimr_wall
-                detail["kerastuner_wall_ratio_with_import"] = kt["with_import_seconds"] / glimr_wall
-                detail["kerastuner_fit_seconds_ratio"] = kt["fit_seconds"] / runs["default"]["fit_seconds"]
+                report["kerastuner_wall_ratio"] = kt["search_seconds"] / default["wall_seconds"]
+                detail["kerastuner_wall_ratio_with_import"] = kt["with_import_seconds"] / default["wall_seconds"]
+                detail["kerastuner_fit_seconds_ratio"] = kt["fit_seconds"] / default["fit_seconds"]
 
         if "no_model_reuse" not in skip:
             log(f"reuse_models=False: {args.configs} configurations x {FOLDS} folds ...")
-            runs["no_model_reuse"] = run_glimr("no_model_reuse", root, args.configs, args.epochs, keep=args.keep,
-                                               reuse_models=False)
-            detail["no_model_reuse"] = {k: v for k, v in runs["no_model_reuse"].items() if k != "events"}
-            detail["breakdown_no_model_reuse"] = breakdown(runs["no_model_reuse"])
+            fresh = profile_run("no_model_reuse", runs, detail, root, args, "reuse_models=False",
+                                configs=args.configs, epochs=args.epochs, reuse_models=False)
             # what model reuse buys, measured in this run: wall without it / wall with it
-            detail["model_reuse_wall_gain"] = runs["no_model_reuse"]["wall_seconds"] / runs["default"]["wall_seconds"]
+            detail["model_reuse_wall_gain"] = fresh["wall_seconds"] / default["wall_seconds"]
             if report["kerastuner_wall_ratio"] is not None:
                 detail["kerastuner_wall_ratio_without_model_reuse"] = (detail["kerastuner"]["search_seconds"]
-                                                                       / runs["no_model_reuse"]["wall_seconds"])
+                                                                       / fresh["wall_seconds"])
             log(f"  wall without / with model reuse: {detail['model_reuse_wall_gain']:.2f}")
-            log(format_breakdown(detail["breakdown_no_model_reuse"], "where the time goes, reuse_models=False:"))
 
         if "new_actor" not in skip:
-            log(f"new actor per trial: {args.new_actor_configs} configurations x {FOLDS} folds ...")
-            runs["new_actor"] = run_glimr("new_actor", root, args.new_actor_configs, args.epochs, reuse=False,
-                                          keep=args.keep)
-            report["efficiency_new_actor"] = runs["new_actor"]["efficiency"]
-            detail["new_actor"] = {k: v for k, v in runs["new_actor"].items() if k != "events"}
-            detail["breakdown_new_actor"] = breakdown(runs["new_actor"])
-            log(format_breakdown(detail["breakdown_new_actor"], "where the time goes, new actor per trial:"))
+            log(f"new actor per fold: {args.new_actor_configs} configurations x {FOLDS} folds ...")
+            new_actor = profile_run("new_actor", runs, detail, root, args, "new actor per fold",
+                                    baseline=untimed_median(default), configs=args.new_actor_configs,
+                                    epochs=args.epochs, reuse_actors=False)
+            report["efficiency_new_actor"] = new_actor["efficiency"]
 
         if "rss" not in skip:
             configs = math.ceil(args.rss_folds / FOLDS)
             log(f"worker memory: {configs} configurations x {FOLDS} folds x 1 epoch on one slot ...")
             runs["rss"] = run_glimr("rss", root, configs, 1, seed=1, max_concurrent_trials=1, keep=args.keep)
             detail["rss"] = rss_summary(runs["rss"])
-            detail["rss_run"] = {k: v for k, v in runs["rss"].items() if k != "events"}
+            detail["rss_run"] = summary_of(runs["rss"])
             report["worker_rss_growth_mb"] = detail["rss"]["growth_mb"]
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        ray.shutdown()
     detail["total_seconds"] = time.perf_counter() - started
     detail["targets"] = [{"target": n, "pass": ok, "value": v} for n, ok, v in targets(report)]
 
-    if args.details:
-        with open(args.details, "w") as f:
-            json.dump(jsonable({"report": report, "runs": runs}), f, default=str)
-    lines = [f"{'PASS' if ok else 'FAIL'}: {name}: {value}" for name, ok, value in targets(report)]
-    lines.append(f"total {detail['total_seconds']:.0f} s")
-    if json_out is not None:
-        log("\n".join(lines))
-        json_out.write(json.dumps(jsonable(report)) + "\n")
-        json_out.flush()
-    else:
-        print("\n".join(lines), flush=True)
+    text = "\n".join(target_lines(targets(report)) + [f"total {detail['total_seconds']:.0f} s"])
+    emit(out, args, report, text, details={"runs": runs})
     return 0
 
 

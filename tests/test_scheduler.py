@@ -8,6 +8,7 @@ import random
 import pytest
 
 from glimr_cv.engine.racing import Aggressive, Forgiving, Paired, RacingRule
+from glimr_cv.engine.replay import Replay
 from glimr_cv.engine.scheduler import DONE, NEW, STATUSES, WAIT, FoldScheduler, Run
 
 FINAL_STATUSES = {"complete", "pruned", "failed", "incomplete"}
@@ -30,63 +31,22 @@ def depth_first(*args, **kwargs):
     return FoldScheduler(*args, **{"explore": 1, "racing": NeverStops(), **kwargs})
 
 
-class Sim:
-    """Drives a scheduler with ``slots`` workers and a table of fold scores.
-
-    Fill free slots by calling ``next()`` (on NEW, register a configuration with
-    ``add_config``; on WAIT or DONE stop filling), then finish the oldest running
-    fold with its score ``score(config_id, fold)``.
-    """
+class Sim(Replay):
+    """A :class:`Replay` (``slots`` workers, folds end oldest first) that also records
+    the fold budget left whenever a configuration is added, in ``budget_at_new``."""
 
     def __init__(self, sched, score, slots=1):
-        self.s = sched
-        self.score = score if callable(score) else (lambda c, f: score[c][f])
-        self.slots = slots
-        self.running = collections.deque()
-        self.decisions = []  # every next() answer, NEW followed by the Run add_config gave
-        self.dispatched = []  # every Run started, in order
-        self.finished = []  # (config_id, fold, score) in order
-        self.budget_at_new = []  # fold budget left whenever a configuration was added
+        super().__init__(sched, score, slots=slots)
+        self.budget_at_new = []
 
-    def fill(self):
-        answer = None
-        while len(self.running) < self.slots:
-            answer = self.s.next()
-            self.decisions.append(answer)
-            if answer == NEW:
-                self.budget_at_new.append(self.s._budget_left())
-                run = self.s.add_config({"name": f"config-{len(self.s.configs)}"})
-                self.decisions.append(run)
-            elif isinstance(answer, Run):
-                run = answer
-            else:
-                assert answer in (WAIT, DONE), answer
-                break
-            self.running.append(run)
-            self.dispatched.append(run)
-        return answer
+    @property
+    def s(self):
+        return self.scheduler
 
-    def finish_one(self):
-        run = self.running.popleft()
-        score = self.score(run.config_id, run.fold)
-        self.finished.append((run.config_id, run.fold, score))
-        self.s.finish(run.config_id, run.fold, score)
-
-    def step(self):
-        """Fill, then finish one fold. Returns False once the scheduler is DONE."""
-        answer = self.fill()
-        if answer == DONE:
-            assert not self.running, "DONE while folds are still running"
-            return False
-        assert self.running, "WAIT with nothing running would wait forever"
-        self.finish_one()
-        return True
-
-    def run(self, max_steps=100_000):
-        for _ in range(max_steps):
-            if not self.step():
-                return self
-        raise AssertionError("the scheduler never said DONE")
+    def new_params(self, config_id):
+        s = self.scheduler
+        self.budget_at_new.append(math.inf if s.max_fold_trainings is None else s.max_fold_trainings - s.n_started)
+        return {"name": f"config-{config_id}"}
 
 
 def const_table(means, n_folds):
