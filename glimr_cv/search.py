@@ -17,6 +17,7 @@ from .checks import check_bool, check_callable, check_choice, check_int, check_n
 from .data.folds import check_loader
 from .engine.racing import RacingRule, get_rule
 from .engine.scheduler import FoldScheduler
+from .engine.shipping import ship_by_value
 from .engine.store import (SEARCH_FILE, check_picklable, experiment_path, load_search, repair_state, save_search,
                            saved_scheduler)
 from .results.summary import SearchResults, collect_results
@@ -304,6 +305,8 @@ class Search:
         searcher = CVSearcher(self._parsed, fold_scheduler, self.metric, self.mode, self.seed, inner=search_alg,
                               path=path)
         self._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
+        # before anything is pickled: modules the workers cannot import travel by value
+        ship_by_value([self.builder, self.loader, self.stopper, self.space])
         os.makedirs(path, exist_ok=True)
         save_search(self, path)
         runner.init_ray(verbose)
