@@ -31,7 +31,7 @@ def init_ray(verbose: int = 0) -> None:
     if not verbose:
         runtime_env["worker_process_setup_hook"] = "glimr_cv.engine.quiet.import_tensorflow_quietly"
     with quiet_tune(verbose):
-        # quiet: worker output stays in files (each trial's own in its folder, see log_to_file below)
+        # quiet: worker output stays in Ray's session logs, and each trial's in its own files (log_to_file)
         ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env, log_to_driver=bool(verbose))
 
 
@@ -64,7 +64,7 @@ def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str,
         storage_path=os.path.dirname(path),
         checkpoint_config=tune.CheckpointConfig(**(checkpoint_kwargs or {})),
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        log_to_file=True,  # a trial's stdout and stderr, in its folder, wherever its worker ran
+        log_to_file=True,  # a trial's stdout and stderr: <ray temp>/session_*/artifacts/*/<name>/working_dirs/<trial>/
         verbose=verbose,
     )
     return tune.Tuner(_trainable(spec, resources), param_space={}, tune_config=how_to_search, run_config=how_to_run)
