@@ -362,8 +362,10 @@ class Search:
     def restore(cls, local_dir: str, name: str | None = None, verbose: int = 0) -> SearchResults:
         """Resume an interrupted experiment and return its results when it finishes.
 
-        Finished folds are kept; folds that were running are trained again; the
-        fold scheduler, racing state and inner searcher continue where they were.
+        Finished folds are kept; folds that were running are trained again, and so
+        may be one that finished in the last seconds before the crash, before Ray
+        Tune saved its state (with the same seed and score); the fold scheduler,
+        racing state and inner searcher continue where they were.
         ``verbose`` is that of :meth:`experiment`.
         """
         from .engine import runner
@@ -374,7 +376,7 @@ class Search:
         repair_state(path)
         check_int("verbose", verbose, 0, 3)
         runner.init_ray(verbose)
-        tuner = runner.restore_tuner(path, search._spec(), search.resources)
+        tuner = runner.restore_tuner(path, search._spec(), search.resources, verbose)
         searcher = CVSearcher.live(search._searcher_token)
         if searcher is None:
             raise RuntimeError(f"restore: the searcher of {path!r} was not restored by Ray Tune; "

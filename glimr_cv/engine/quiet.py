@@ -22,12 +22,15 @@ __all__ = ["redirected_stderr", "import_tensorflow_quietly", "start_tensorflow_q
 _TUNE_LOGGERS = ("ray.tune", "ray.train", "ray._private.authentication")
 
 
+def _log_path() -> str:
+    # one file per process, appended to: the start-up lines of each TensorFlow in it
+    return os.path.join(tempfile.gettempdir(), f"glimr_cv_tensorflow_{os.getpid()}.log")
+
+
 @contextlib.contextmanager
 def redirected_stderr(path: str | None = None) -> Iterator[str]:
-    """Send file descriptor 2 (C++ and Python alike) to ``path`` (a temporary file by default)."""
-    if path is None:
-        handle, path = tempfile.mkstemp(prefix="glimr_cv_stderr_", suffix=".log")
-        os.close(handle)
+    """Send file descriptor 2 (C++ and Python alike) to ``path``, by default this process's log in the temp folder."""
+    path = path or _log_path()
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -42,18 +45,13 @@ def redirected_stderr(path: str | None = None) -> Iterator[str]:
         os.close(saved)
 
 
-def _log_path() -> str:
-    return os.path.join(tempfile.gettempdir(), f"glimr_cv_tensorflow_{os.getpid()}.log")
-
-
 def import_tensorflow_quietly(start_runtime: bool = False) -> None:
     """Import TensorFlow and Keras with their start-up lines in a temporary file.
 
     With ``start_runtime``, also run one op, since TensorFlow probes for CUDA and
     logs when its runtime starts, not at import; a worker sizes its thread pools
     first (they are fixed once an op ran). Does nothing when TensorFlow was already
-    imported. Ray runs it in each worker it starts (``worker_process_setup_hook``),
-    before the worker unpickles a builder whose module may import TensorFlow.
+    imported.
     """
     if "tensorflow" not in sys.modules:
         with redirected_stderr(_log_path()):

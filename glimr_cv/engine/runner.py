@@ -11,14 +11,26 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ray.tune import ProgressReporter
+
 from .fold import TrialSpec
 from .quiet import quiet_tune
 from .searcher import CVSearcher
 
-__all__ = ["init_ray", "new_tuner", "restore_tuner", "run"]
+__all__ = ["init_ray", "new_tuner", "restore_tuner", "run", "SilentReporter"]
 
 #: Environment of every Ray worker: no TensorFlow C++ info lines, no Python warnings.
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+
+
+class SilentReporter(ProgressReporter):
+    """A Ray Tune progress reporter that reports nothing: glimr_cv shows its own leaderboard."""
+
+    def should_report(self, trials, done: bool = False) -> bool:
+        return False
+
+    def report(self, trials, done: bool, *sys_info) -> None:
+        pass
 
 
 def init_ray(verbose: int = 0) -> None:
@@ -27,9 +39,9 @@ def init_ray(verbose: int = 0) -> None:
 
     if ray.is_initialized():
         return
+    # no worker_process_setup_hook importing TensorFlow: a worker that is slow to start made Tune
+    # train every short fold on the first one; quiet runs keep worker output off the driver instead
     runtime_env = {"env_vars": dict(WORKER_ENV)}
-    if not verbose:
-        runtime_env["worker_process_setup_hook"] = "glimr_cv.engine.quiet.import_tensorflow_quietly"
     with quiet_tune(verbose):
         # quiet: worker output stays in Ray's session logs, and each trial's in its own files (log_to_file)
         ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env, log_to_driver=bool(verbose))
@@ -64,19 +76,22 @@ def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str,
         storage_path=os.path.dirname(path),
         checkpoint_config=tune.CheckpointConfig(**(checkpoint_kwargs or {})),
         failure_config=tune.FailureConfig(max_failures=max_failures),
+        progress_reporter=None if verbose else SilentReporter(),  # Tune's notebook reporter clears the cell
         log_to_file=True,  # a trial's stdout and stderr: <ray temp>/session_*/artifacts/*/<name>/working_dirs/<trial>/
         verbose=verbose,
     )
     return tune.Tuner(_trainable(spec, resources), param_space={}, tune_config=how_to_search, run_config=how_to_run)
 
 
-def restore_tuner(path: str, spec: TrialSpec, resources: dict):
+def restore_tuner(path: str, spec: TrialSpec, resources: dict, verbose: int = 0):
     """The Tuner of the interrupted experiment in folder ``path``, to resume."""
     from ray import tune
 
     if not tune.Tuner.can_restore(path):
         raise FileNotFoundError(f"restore: {path!r} holds no Ray Tune experiment state to resume")
-    return tune.Tuner.restore(path, trainable=_trainable(spec, resources), resume_unfinished=True, resume_errored=True)
+    with quiet_tune(verbose):
+        return tune.Tuner.restore(path, trainable=_trainable(spec, resources), resume_unfinished=True,
+                                  resume_errored=True)
 
 
 def run(tuner, verbose: int = 0):

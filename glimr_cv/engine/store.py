@@ -11,6 +11,7 @@ import tempfile
 from typing import Any, Callable
 
 from ..space.notation import iter_leaves
+from .quiet import redirected_stderr
 
 __all__ = ["SEARCH_FILE", "experiment_path", "save_search", "load_search", "saved_scheduler", "repair_state",
            "check_picklable"]
@@ -41,7 +42,7 @@ def load_search(path: str) -> Any:
     file = os.path.join(path, SEARCH_FILE)
     if not os.path.exists(file):
         raise FileNotFoundError(f"restore: {path!r} is not a glimr_cv experiment (no {SEARCH_FILE})")
-    with open(file, "rb") as f:
+    with open(file, "rb") as f, redirected_stderr():  # a builder's module may import TensorFlow, loudly
         return pickle.load(f)
 
 

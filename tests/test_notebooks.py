@@ -1,0 +1,176 @@
+"""The notebooks are tests.
+
+Every ``notebooks/*.ipynb`` runs top to bottom in a fresh kernel of this
+interpreter, on a copy in a temporary folder (its results go there), with
+``GLIMR_CV_NOTEBOOK_BUDGET=small``. The committed files themselves must carry the
+outputs of a complete run (the full budget), without errors or start-up noise.
+"""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
+CELL_TIMEOUT = 600  # seconds for one cell; a whole small run takes about a minute
+KERNEL = "python3"
+
+# Text no output may hold: TensorFlow's C++ start-up lines, and Ray Tune's experiment box
+FORBIDDEN = [
+    ("a TensorFlow/absl C++ log line", re.compile(r"I0000|^[IWEF]\d{4} \d\d:\d\d:\d\d")),
+    ("TensorFlow's oneDNN notice", re.compile(r"oneDNN")),
+    ("a TensorFlow CUDA line", re.compile(r"cuda", re.I)),
+    ("Ray Tune's experiment box", re.compile(r"Configuration for experiment")),
+]
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _read(path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def _code_cells(nb):
+    return [(i, cell) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+
+
+def _output_text(output) -> str:
+    if output.output_type == "stream":
+        return output.get("text", "")
+    if output.output_type == "error":
+        return "\n".join([f"{output.ename}: {output.evalue}", *output.get("traceback", [])])
+    data = output.get("data", {})
+    return "\n".join(v if isinstance(v, str) else "\n".join(v) for k, v in data.items() if k.startswith("text/"))
+
+
+def _output_problems(nb) -> list[str]:
+    """Error outputs and forbidden text, one line each, naming the cell."""
+    problems = []
+    for i, cell in _code_cells(nb):
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                problems.append(f"cell {i}: an error output ({output.ename}: {output.evalue})")
+                continue
+            for line in ANSI.sub("", _output_text(output)).splitlines():
+                what = next((what for what, pattern in FORBIDDEN if pattern.search(line)), None)
+                if what:
+                    problems.append(f"cell {i}: {what}: {line[:160]!r}")
+    return problems
+
+
+def _kernel_prefix() -> str | None:
+    """``sys.prefix`` of the interpreter that the ``python3`` kernelspec starts, or None without one."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        return None
+    exe = spec.argv[0]
+    # jupyter_client starts its own interpreter (this one) for a bare "python"
+    if exe in {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2]}:
+        exe = sys.executable
+    try:
+        out = subprocess.run([exe, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return ""
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def venv_kernel():
+    """The ``python3`` kernel runs this interpreter (this venv); install its spec into the venv if not.
+
+    A fresh venv has ipykernel's spec, which starts the launching interpreter; a
+    spec in the user's folder or elsewhere may point at another Python.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        if _kernel_prefix() != sys.prefix:
+            subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL],
+                           check=True, capture_output=True)
+            mp.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # the venv's spec before the user's
+            found = _kernel_prefix()
+            if found != sys.prefix:
+                pytest.fail(f"the {KERNEL!r} kernelspec starts the Python of {found!r}, not this venv "
+                            f"({sys.prefix!r}), even after `{sys.executable} -m ipykernel install --sys-prefix`",
+                            pytrace=False)
+        yield KERNEL
+
+
+def _failure(name: str, nb, err: Exception) -> str:
+    """The failing cell's source and its error, from the executed notebook."""
+    failing = next(((i, c) for i, c in _code_cells(nb)
+                    if any(o.output_type == "error" for o in c.get("outputs", []))), None)
+    if failing is None:  # a timeout or a dead kernel leaves no error output
+        source = getattr(err, "cell", None)
+        detail = ANSI.sub("", str(err))
+        return f"{name}: {type(err).__name__}\n{detail}" + (f"\n--- cell source ---\n{source}" if source else "")
+    i, cell = failing
+    error = next(o for o in cell.outputs if o.output_type == "error")
+    trace = ANSI.sub("", "\n".join(error.get("traceback", [])))
+    why = "" if type(err).__name__ == "CellExecutionError" else f" ({type(err).__name__}: {str(err).splitlines()[0]})"
+    return (f"{name}: cell {i} raised {error.ename}: {error.evalue}{why}\n"
+            f"--- cell source ---\n{cell.source}\n--- traceback ---\n{trace}")
+
+
+def _kernel_env() -> dict:
+    """The kernel's environment: a user's, with the small budget.
+
+    Without ``PYTEST_CURRENT_TEST`` the kernel sends what C++ code writes to file
+    descriptors 1 and 2 into the notebook, as in Jupyter (ipykernel does not under
+    pytest), and without the suite's ``TF_CPP_MIN_LOG_LEVEL`` TensorFlow logs as it
+    would for a user.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "TF_CPP_MIN_LOG_LEVEL")}
+    env["GLIMR_CV_NOTEBOOK_BUDGET"] = "small"
+    env["RAY_ADDRESS"] = "local"  # the kernel starts its own Ray, whatever else runs on this machine
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_on_the_small_budget(name, tmp_path, venv_kernel):
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellControlSignal, DeadKernelError
+
+    copy = tmp_path / name
+    shutil.copyfile(NOTEBOOK_DIR / name, copy)
+    nb = _read(copy)
+    client = NotebookClient(nb, kernel_name=venv_kernel, timeout=CELL_TIMEOUT,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute(env=_kernel_env())
+    except (CellControlSignal, DeadKernelError, TimeoutError, RuntimeError) as err:
+        pytest.fail(_failure(name, nb, err), pytrace=False)
+    problems = _output_problems(nb)
+    assert not problems, f"{name} (small budget) printed:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_first_code_cell_reads_the_budget(name):
+    cells = _code_cells(_read(NOTEBOOK_DIR / name))
+    assert cells, f"{name} has no code cell"
+    assert 'os.environ.get("GLIMR_CV_NOTEBOOK_BUDGET", "full")' in cells[0][1].source, (
+        f"{name}: the first code cell must set BUDGET = os.environ.get(\"GLIMR_CV_NOTEBOOK_BUDGET\", \"full\")")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_was_run_top_to_bottom(name):
+    cells = _code_cells(_read(NOTEBOOK_DIR / name))
+    unexecuted = [i for i, cell in cells if cell.get("execution_count") is None]
+    assert not unexecuted, f"{name}: code cells {unexecuted} were never executed; commit the outputs of a full run"
+    counts = [cell["execution_count"] for _, cell in cells]
+    assert counts == list(range(1, len(cells) + 1)), (
+        f"{name}: execution counts {counts} are not 1..{len(cells)}: run it once, top to bottom, with a fresh kernel")
+    assert any(cell.get("outputs") for _, cell in cells), f"{name}: no cell has an output"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_outputs_are_clean(name):
+    problems = _output_problems(_read(NOTEBOOK_DIR / name))
+    assert not problems, f"{name}:\n" + "\n".join(problems)
