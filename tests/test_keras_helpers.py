@@ -256,3 +256,27 @@ def test_single_output_model_logs_val_metric_name():
     y = {"out": keras.ops.cast(keras.random.uniform((32, 1), seed=1) > 0.5, "float32")}
     history = fit_one_epoch(keras.Model(inputs, outputs), config, y)
     assert {"val_acc", "val_auc", "val_loss"} <= set(history)
+
+
+def test_a_loss_function_with_kwargs_saves_with_the_model(tmp_path):
+    # a functools.partial cannot be serialised by model.save; the search's refit and export save whole models
+    import numpy as np
+
+    from glimr_cv.keras.helpers import FunctionLoss
+
+    @keras.saving.register_keras_serializable(package="glimr_cv_tests")
+    def scaled_mse(y_true, y_pred, scale=1.0):
+        return scale * keras.ops.mean((y_true - y_pred) ** 2)
+
+    losses, _ = keras_losses({"tasks": {"y": {"loss": {"name": "smse", "loss": scaled_mse, "kwargs": {"scale": 3.0}},
+                                              "loss_weight": 1.0, "metrics": []}}})
+    assert isinstance(losses["y"], FunctionLoss) and losses["y"].name == "smse"
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, {"y": keras.layers.Dense(1, name="y")(inputs)})
+    model.compile("sgd", loss=losses)
+    x, y = np.ones((4, 2), "float32"), np.zeros((4, 1), "float32")
+    before = model.evaluate(x, {"y": y}, verbose=0)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert reloaded.loss["y"].fn_kwargs == {"scale": 3.0}
+    assert reloaded.evaluate(x, {"y": y}, verbose=0) == pytest.approx(before)

@@ -10,7 +10,7 @@ import keras
 
 from ..space.sections import OPTIMIZERS, loss_weight, task_metrics
 
-__all__ = ["keras_losses", "keras_metrics", "keras_optimizer"]
+__all__ = ["keras_losses", "keras_metrics", "keras_optimizer", "FunctionLoss"]
 
 
 def _instantiate(obj: Any, kwargs: dict, name: str | None, path: str, kind: str):
@@ -26,12 +26,39 @@ def _instantiate(obj: Any, kwargs: dict, name: str | None, path: str, kind: str)
         return _instantiate(resolved, kwargs, name, path, kind)
     if callable(obj):
         if inspect.isfunction(obj) or isinstance(obj, functools.partial):
-            fn = functools.partial(obj, **kwargs) if kwargs else obj
+            # wrapped, not partial-ed: a functools.partial cannot be saved with the model (model.save)
             if kind == "metric":
-                return keras.metrics.MeanMetricWrapper(fn, name=name)
-            return fn
+                return keras.metrics.MeanMetricWrapper(obj, name=name, **kwargs)
+            return FunctionLoss(obj, name=name, **kwargs) if kwargs else obj
         return obj  # an already built Loss or Metric instance
     raise TypeError(f"{path}: expected a Keras {kind} class, function or name, but got {obj!r}")
+
+
+@keras.saving.register_keras_serializable(package="glimr_cv")
+class FunctionLoss(keras.losses.Loss):
+    """A loss function called with fixed keyword arguments, as ``fn(y_true, y_pred, **kwargs)``.
+
+    What a task's ``{"loss": function, "kwargs": {...}}`` becomes; unlike a
+    ``functools.partial``, it saves with the model when ``fn`` is a registered
+    Keras object (as :func:`glimr_cv.survival.cox_loss` is).
+    """
+
+    def __init__(self, fn, name: str | None = None, reduction: str = "sum_over_batch_size", **kwargs):
+        super().__init__(name=name or getattr(fn, "__name__", "loss"), reduction=reduction)
+        self.fn, self.fn_kwargs = fn, kwargs
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self.fn_kwargs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn), "fn_kwargs": self.fn_kwargs}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FunctionLoss":
+        config = dict(config)
+        fn = keras.saving.deserialize_keras_object(config.pop("fn"))
+        config.pop("dtype", None)
+        return cls(fn, **config.pop("fn_kwargs"), **config)
 
 
 def keras_losses(config: dict) -> tuple[dict, dict]:
