@@ -15,6 +15,11 @@ _SPLITTERS = ("kfold", "stratified", "group", "stratified_group")
 _DEFAULT_FOLDS = 5  # KFoldLoader.__call__'s cv_folds default, used when Search has cv_folds=None
 
 
+def _knows_its_rows(loader) -> bool:
+    """Whether ``loader`` holds its rows (a ``kfold_loader`` or a bag loader): ``folds``, ``full`` and ``preprocess``."""
+    return callable(getattr(loader, "folds", None)) and callable(getattr(loader, "full", None))
+
+
 def check_loader(loader: Callable, cv_folds: int | None) -> None:
     """Check that ``loader`` accepts ``cv_index`` and ``cv_folds`` when CV is on.
 
@@ -27,11 +32,13 @@ def check_loader(loader: Callable, cv_folds: int | None) -> None:
         If ``loader`` is not callable, or lacks those keyword arguments while
         ``cv_folds`` is set.
     ValueError
-        If ``loader`` is a :class:`KFoldLoader` that cannot make ``cv_folds`` folds.
+        If ``loader`` is a :class:`KFoldLoader` (or another loader over in-memory
+        rows, such as ``glimr_cv.mil.kfold_bag_loader``) that cannot make
+        ``cv_folds`` folds.
     """
     if not callable(loader):
         raise TypeError(f"loader: expected a callable loader(**data, cv_index, cv_folds) -> (train_ds, val_ds), but got {loader!r}")
-    if isinstance(loader, KFoldLoader):
+    if _knows_its_rows(loader):
         # without CV the trial calls loader(batch_size) and trains on fold 0 of the default 5
         loader.folds(_DEFAULT_FOLDS if cv_folds is None else cv_folds)
     if cv_folds is None:
@@ -112,7 +119,33 @@ def kfold_loader(
 
 
 def _rows(name: str, value: Any) -> np.ndarray:
-    array = np.asarray(value)
+    def ragged(value) -> str | None:
+        # rows of different shapes: most often bags of instances, which kfold_bag_loader takes
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            return None
+        items = [v for v in (value.ravel() if isinstance(value, np.ndarray) else value)
+                 if isinstance(v, (list, tuple, np.ndarray))]
+        if not items:
+            return None  # strings or numbers: an ordinary object column, such as group ids from pandas
+        kind = "an object array" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+        lengths = sorted({len(v) if not isinstance(v, np.ndarray) else (v.shape[0] if v.ndim else 0) for v in items})
+        if len(lengths) == 1 and not isinstance(value, np.ndarray):
+            return (f"{name}: expected an array of rows of one shape, but got {kind} of {len(items)} arrays "
+                    "whose rows differ in shape")
+        sizes = f"{lengths[0]} to {lengths[-1]} rows" if len(lengths) > 1 else f"{lengths[0]} rows each"
+        return (f"{name}: expected an array of rows of one shape, but got {kind} of {len(items)} arrays of {sizes}; "
+                "for bags of instances (multiple-instance learning) use glimr_cv.mil.kfold_bag_loader")
+
+    try:
+        array = np.asarray(value)
+    except ValueError:  # numpy's "inhomogeneous shape" names neither the argument nor the fix
+        message = ragged(value)
+        if message:
+            raise ValueError(message) from None
+        raise
+    message = ragged(array) if array.dtype == object else None
+    if message:  # arrays inside an object array would fail later, in TensorFlow, without a name
+        raise ValueError(message)
     if array.ndim == 0:
         raise ValueError(f"{name}: expected an array of rows, but got a scalar {value!r}")
     if not (array.flags.c_contiguous or array.flags.f_contiguous):

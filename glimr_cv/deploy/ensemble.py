@@ -128,7 +128,6 @@ def _config_id(results, config_id: int | None) -> int:
 
 def _warn_fold_preprocess(results) -> None:
     """Warn when each fold model expects features its own fold's transformer made."""
-    from ..data.folds import KFoldLoader
     from ..engine.store import SEARCH_FILE, load_search
 
     if not os.path.exists(os.path.join(results.path, SEARCH_FILE)):
@@ -137,7 +136,7 @@ def _warn_fold_preprocess(results) -> None:
         loader = load_search(results.path).loader
     except Exception:  # the saved search is only read for this warning
         return
-    if isinstance(loader, KFoldLoader) and loader.preprocess is not None:
+    if getattr(loader, "preprocess", None) is not None:  # a kfold_loader's or a bag loader's
         warnings.warn(
             "ensemble: the search's kfold_loader has preprocess, fit on each fold's training rows, so each fold "
             "model expects features transformed by its own fold's transformer (loader.fitted_preprocess(i)); the "

@@ -37,9 +37,7 @@ def full_data(loader: Any, params: dict) -> Any:
     TypeError
         For any other loader: only a ``kfold_loader`` knows all its rows.
     """
-    from ..data.folds import KFoldLoader
-
-    if not isinstance(loader, KFoldLoader):
+    if not callable(getattr(loader, "full", None)):  # a kfold_loader or a bag loader knows all its rows
         name = getattr(loader, "__name__", type(loader).__name__)
         raise TypeError(
             f"refit: data=None trains on all rows of a glimr_cv.kfold_loader, but this search's loader is {name}, "
@@ -129,7 +127,7 @@ def refit_config(results, data: Any = None, epochs: int | None = None, path: str
     transformer = None
     if data is None:
         data = full_data(search.loader, params)
-        if search.loader.preprocess is not None:
+        if getattr(search.loader, "preprocess", None) is not None:
             transformer = search.loader._fit_preprocess(np.arange(search.loader.n))
     else:
         _check_dataset(data, spec.task_names)

@@ -43,7 +43,8 @@ def init_ray(verbose: int = 0) -> None:
     # train every short fold on the first one; quiet runs keep worker output off the driver instead
     runtime_env = {"env_vars": dict(WORKER_ENV)}
     with quiet_tune(verbose):
-        # quiet: worker output stays in Ray's session logs, and each trial's in its own files (log_to_file)
+        # quiet: worker output stays in Ray's session logs (Tune's log_to_file adds nothing there, and its
+        # stdout Tee raised AttributeError: 'Tee' object has no attribute 'close' at shutdown)
         ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env, log_to_driver=bool(verbose))
 
 
@@ -77,7 +78,6 @@ def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str,
         checkpoint_config=tune.CheckpointConfig(**(checkpoint_kwargs or {})),
         failure_config=tune.FailureConfig(max_failures=max_failures),
         progress_reporter=None if verbose else SilentReporter(),  # Tune's notebook reporter clears the cell
-        log_to_file=True,  # a trial's stdout and stderr: <ray temp>/session_*/artifacts/*/<name>/working_dirs/<trial>/
         verbose=verbose,
     )
     return tune.Tuner(_trainable(spec, resources), param_space={}, tune_config=how_to_search, run_config=how_to_run)
