@@ -45,7 +45,7 @@ def test_a_fold_error_is_one_leaderboard_line_with_the_path_of_its_traceback(tmp
 
         if __name__ == "__main__":
             space = dict(SPACE, optimization={**SPACE["optimization"], "epochs": 1})
-            search = Search(space, builder, loader, cv_folds=2, max_failures=1)
+            search = Search(space, builder, loader, cv_folds=2, max_failures=0)
             search.set_reporter(max_report_frequency=1000)
             search.experiment("out", name="x", num_samples=2, check=False)
     '''))
