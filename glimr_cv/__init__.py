@@ -20,6 +20,7 @@ from .results.analysis import experiment_table, top_k_configs, top_k_trials
 from .results.summary import SearchResults
 from .space.notation import SpaceError, loguniform, prune_search, sample_space
 from .space.sections import metric_names, optimization_space, validate_space
+from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -64,12 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # Keras and Ray load only when used, so notation and tables stay fast to import
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'glimr_cv' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())  # Keras and Ray load only when used

@@ -35,6 +35,7 @@ them (or :mod:`glimr_cv.mil.layers`) before loading a saved model.
 
 from .bags import BagKFoldLoader, kfold_bag_loader, pack_bags
 from .demo import DigitBags, digit_bags
+from ..lazy import lazy_getattr
 
 _LAZY = {
     "AttentionPooling": ".layers",
@@ -62,15 +63,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # Keras and TensorFlow load only when a Keras part is used, as in glimr_cv itself
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'glimr_cv.mil' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())  # Keras and Ray load only when used
 
 
 def __dir__():

@@ -29,6 +29,7 @@ Keras on first use, which also registers them for ``keras.saving.load_model``
 
 from .concordance import concordance_index
 from .data import SurvivalKFoldLoader, event_stratified_order, kfold_survival_loader, survival_labels
+from ..lazy import lazy_getattr
 
 _LAZY = {
     "cox_loss": ".losses",
@@ -52,15 +53,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # Keras and TensorFlow load only when a Keras part is used, as in glimr_cv itself
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'glimr_cv.survival' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())  # Keras and Ray load only when used
 
 
 def __dir__():
