@@ -33,9 +33,9 @@ The Keras names load Keras on first use, which also registers the layers: import
 them (or :mod:`glimr_cv.mil.layers`) before loading a saved model.
 """
 
+from ..lazy import lazy_getattr
 from .bags import BagKFoldLoader, kfold_bag_loader, pack_bags
 from .demo import DigitBags, digit_bags
-from ..lazy import lazy_getattr
 
 _LAZY = {
     "AttentionPooling": ".layers",
