@@ -198,3 +198,61 @@ def top_k_configs(
     out = rows[rows["config_enum"].isin(order)].assign(
         config_rank=lambda d: d["config_enum"].map(rank), config_score=lambda d: d["config_enum"].map(scores))
     return out.sort_values(["config_rank", "cv_index"], kind="stable").reset_index(drop=True)
+
+
+def read_epochs(exp_dir: str) -> pd.DataFrame:
+    """One row per (configuration, fold, epoch) reported in an experiment directory.
+
+    Read from each trial folder's ``result.json``: the validation metrics of every
+    epoch a fold reported, finished or still running. A line cut short by a kill
+    is skipped, the final report (which repeats the best epoch) is left out, and
+    when a fold was trained again (its worker died and Tune retried it), only its
+    last attempt is kept.
+
+    Columns: ``config_id, fold, epoch``, the reported metrics, ``score`` (the best
+    value of the search's metric so far), then Ray Tune's ``timestamp`` (Unix
+    seconds), ``time_total_s`` (seconds since the fold started) and ``worker``
+    (``"pid@host"``, as in :func:`read_folds`). Sorted by configuration, fold, epoch.
+    """
+    if not os.path.isdir(exp_dir):
+        raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
+    rows = []
+    for params_file in sorted(glob.glob(os.path.join(exp_dir, "*", "params.json"))):
+        trial_dir = os.path.dirname(params_file)
+        try:
+            with open(params_file) as f:
+                meta = json.load(f).get(META)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        attempt: list[dict] = []
+        for line in _results(trial_dir):
+            epoch = line.get("epoch", line.get("training_iteration"))
+            if STATUS in line or not isinstance(epoch, (int, float)):
+                continue  # the final report, or not a report of ours
+            if attempt and epoch <= attempt[-1]["epoch"]:
+                attempt = []  # the fold started again: its last attempt counts
+            pid, host = line.get("pid"), line.get("hostname")
+            attempt.append({
+                "config_id": meta["config_id"],
+                "fold": meta["fold"],
+                "epoch": int(epoch),
+                **{k: v for k, v in line.items()
+                   if k not in REPORT_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)},
+                "score": line.get(SCORE),
+                "timestamp": line.get("timestamp"),
+                "time_total_s": line.get("time_total_s"),
+                "worker": f"{pid}@{host}" if pid is not None and host is not None else None,
+            })
+        rows.extend(attempt)
+    if not rows:
+        return pd.DataFrame(columns=["config_id", "fold", "epoch", "score", "timestamp", "time_total_s", "worker"])
+    df = pd.DataFrame(rows)
+    front = ["config_id", "fold", "epoch"]
+    back = ["score", "timestamp", "time_total_s", "worker"]
+    df = df[[*front, *(c for c in df.columns if c not in front and c not in back), *back]]
+    return df.sort_values(["config_id", "fold", "epoch"], kind="stable").reset_index(drop=True)
+
+
+__all__ += ["read_epochs"]
