@@ -12,7 +12,22 @@ import pandas as pd
 from ..checks import check_callable, check_choice, check_int, check_type, expected
 from ..schema import DETAILS, GLIMR_NAMES, KEYS, LOCATION, META, PROFILE, REPORT_KEYS, SCORE, STATUS, trial_error
 
-__all__ = ["read_folds", "experiment_table", "default_checkpoints", "top_k_trials", "top_k_configs"]
+__all__ = ["read_folds", "read_epochs", "experiment_table", "default_checkpoints", "top_k_trials", "top_k_configs"]
+
+
+def _trials(exp_dir: str):
+    """``(trial folder, sampled configuration, bookkeeping)`` of each glimr_cv trial in ``exp_dir``."""
+    if not os.path.isdir(exp_dir):
+        raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
+    for params_file in sorted(glob.glob(os.path.join(exp_dir, "*", "params.json"))):
+        try:
+            with open(params_file) as f:
+                params = json.load(f)
+        except (OSError, ValueError):
+            continue  # a file cut short by a kill
+        meta = params.pop(META, None) if isinstance(params, dict) else None
+        if isinstance(meta, dict):
+            yield os.path.dirname(params_file), params, meta
 
 
 def _results(trial_dir: str) -> list[dict]:
@@ -45,18 +60,8 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
     "running" (no final report yet). A fold whose result log was cut short (the
     run was killed) but whose checkpoint holds its final report is complete.
     """
-    if not os.path.isdir(exp_dir):
-        raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
     rows = []
-    for trial_dir in sorted(glob.glob(os.path.join(exp_dir, "*", "params.json"))):
-        trial_dir = os.path.dirname(trial_dir)
-        try:
-            params = json.load(open(os.path.join(trial_dir, "params.json")))
-        except (OSError, ValueError):
-            continue
-        meta = params.pop(META, None)
-        if meta is None:
-            continue
+    for trial_dir, params, meta in _trials(exp_dir):
         results = _results(trial_dir)
         checkpoints = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
         finals = [r for r in results if STATUS in r]
@@ -214,18 +219,8 @@ def read_epochs(exp_dir: str) -> pd.DataFrame:
     seconds), ``time_total_s`` (seconds since the fold started) and ``worker``
     (``"pid@host"``, as in :func:`read_folds`). Sorted by configuration, fold, epoch.
     """
-    if not os.path.isdir(exp_dir):
-        raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
     rows = []
-    for params_file in sorted(glob.glob(os.path.join(exp_dir, "*", "params.json"))):
-        trial_dir = os.path.dirname(params_file)
-        try:
-            with open(params_file) as f:
-                meta = json.load(f).get(META)
-        except (OSError, ValueError, AttributeError):
-            continue
-        if not isinstance(meta, dict):
-            continue
+    for trial_dir, _, meta in _trials(exp_dir):
         attempt: list[dict] = []
         for line in _results(trial_dir):
             epoch = line.get("epoch", line.get("training_iteration"))
@@ -254,5 +249,3 @@ def read_epochs(exp_dir: str) -> pd.DataFrame:
     df = df[[*front, *(c for c in df.columns if c not in front and c not in back), *back]]
     return df.sort_values(["config_id", "fold", "epoch"], kind="stable").reset_index(drop=True)
 
-
-__all__ += ["read_epochs"]
