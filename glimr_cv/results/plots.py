@@ -272,7 +272,8 @@ def plot_timeline(results):
     ax = fig.add_subplot()
     n_folds = len(results.folds)
     untimed = n_folds - len(spans)
-    title = f"Racing timeline: {len(spans)} fold trainings on {len(workers)} workers"
+    title = (f"Racing timeline: {len(spans)} fold training{'s' * (len(spans) != 1)} on {len(workers)} "
+             f"worker{'s' * (len(workers) != 1)}")
     if untimed > 0:
         title += f" ({untimed} started without a report yet)"
     ax.set_title(title, fontsize=11, wrap=True)
