@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     from glimr_cv import Search
     from glimr_cv.demo import SPACE, builder, loader
 
-    space = dict(SPACE, optimization={**SPACE["optimization"], "epochs": 2})
+    space = dict(SPACE, optimization={**SPACE["optimization"], "epochs": 6})  # long enough for the kill to land mid-run
     search = Search(space, builder, loader, cv_folds=3, racing=None, seed=0)
     search.set_reporter(max_report_frequency=0)
     search.experiment(sys.argv[1], name="killed", num_samples=6)
