@@ -2,19 +2,21 @@
 
 The public API, in one place:
 
-* :class:`Search` runs a search; :class:`SearchResults` is what it returns.
+* :class:`Search` runs a search; :class:`SearchResults` is what it returns;
+  :class:`SearchHalted` is raised when an error every configuration meets stops it.
 * Search-space notation: :func:`sample_space`, :func:`prune_search`,
   :func:`optimization_space`, :func:`loguniform`, :func:`validate_space`.
 * Builder helpers (import Keras): :func:`keras_losses`, :func:`keras_metrics`,
   :func:`keras_optimizer`.
 * Data: :func:`kfold_loader`, a ready k-fold loader over in-memory arrays.
-* Racing rules: :class:`Forgiving`, :class:`Aggressive`, :class:`Paired`.
+* Racing rules: :class:`Forgiving`, :class:`Aggressive`, :class:`Paired`, :class:`TTest`.
+* Fold-stopping rules: :class:`EpochRule`, :class:`PairedCurve`.
 * glimr's analysis functions: :func:`experiment_table`, :func:`top_k_trials`,
   :func:`top_k_configs`.
 """
 
 from .data.folds import KFoldLoader, kfold_loader
-from .engine.racing import Aggressive, Forgiving, Paired, RacingRule
+from .engine.racing import Aggressive, EpochRule, Forgiving, Paired, PairedCurve, RacingRule, TTest
 from .engine.scheduler import FoldScheduler
 from .results.analysis import experiment_table, top_k_configs, top_k_trials
 from .results.summary import SearchResults
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Search": ".search",
     "load_results": ".search",
+    "SearchHalted": ".search",
     "keras_losses": ".keras.helpers",
     "keras_metrics": ".keras.helpers",
     "keras_optimizer": ".keras.helpers",
@@ -38,6 +41,7 @@ _LAZY = {
 __all__ = [
     "Search",
     "load_results",
+    "SearchHalted",
     "SearchResults",
     "SpaceError",
     "sample_space",
@@ -55,6 +59,9 @@ __all__ = [
     "Forgiving",
     "Aggressive",
     "Paired",
+    "TTest",
+    "EpochRule",
+    "PairedCurve",
     "FoldScheduler",
     "experiment_table",
     "top_k_trials",

@@ -10,7 +10,7 @@ import os
 
 __all__ = [
     "META", "KEYS", "DETAILS", "PROFILE", "LOCATION", "STATUS", "SCORE",
-    "FOLD_STATUSES", "GLIMR_NAMES", "REPORT_KEYS", "TRIAL_DIR", "fold_columns", "trial_error",
+    "FOLD_STATUSES", "GLIMR_NAMES", "UNPICKLE", "REPORT_KEYS", "TRIAL_DIR", "fold_columns", "trial_error",
 ]
 
 #: Key of the scheduler's bookkeeping, ``{"config_id": int, "fold": int}``, in a trial's config.
@@ -26,25 +26,31 @@ SCORE = "fold_score"
 FOLD_STATUSES = ("complete", "failed", "running")
 
 #: How the fold trained, after the metrics: ``score`` is the search metric at ``best_epoch``.
-DETAILS = ("score", "best_epoch", "epochs", "fit_seconds", "model_reused")
+#: ``stopped_early`` folds ended before their last epoch, ``stopped_by`` "fold_stopping" (the
+#: search's rule), "scheduler" or "stopper" (Ray Tune's); ``epochs`` counts the epochs trained.
+DETAILS = ("score", "best_epoch", "epochs", "stopped_early", "stopped_by", "fit_seconds", "model_reused")
 #: Where the fold ran and where its time went: ``worker`` is ``"pid@host"``;
 #: ``started_at`` and ``ended_at`` (before the final report) are Unix times;
 #: building (clear_session, builder, compile, model reuse), loading and saving the
 #: checkpoint are timed apart from ``fit_seconds``; ``worker_rss_mb`` is the
 #: worker's memory at the end of the fold.
-PROFILE = ("worker", "started_at", "ended_at", "build_seconds", "load_seconds", "save_seconds", "worker_rss_mb")
+PROFILE = ("worker", "node", "started_at", "ended_at", "build_seconds", "load_seconds", "save_seconds", "worker_rss_mb")
 #: Where a fold's files are, why it failed, and its sampled configuration (a nested dict).
 LOCATION = ("checkpoint_path", "trial_id", "error", "config")
 
 #: A trial's folder name inside the experiment folder.
 TRIAL_DIR = "c{config_id:04d}_f{fold}_{trial_id}"
 
+#: ``phase`` of a fold that failed before it ran: its worker could not load the user's code.
+UNPICKLE = "load the builder and loader on this worker"
+
 #: glimr's names of the two keys, used by its analysis functions.
 GLIMR_NAMES = {"config_id": "config_enum", "fold": "cv_index"}
 
 #: Non-metric keys of a fold's reports (ours, then Ray Tune's own).
 REPORT_KEYS = frozenset({
-    STATUS, SCORE, "epoch", "config_id", "fold", "error", *DETAILS, *PROFILE,
+    STATUS, SCORE, "epoch", "config_id", "fold", "error", "error_type", "phase", "traceback", "curve",
+    "resumed_from_epoch", *DETAILS, *PROFILE,
     "timestamp", "done", "training_iteration", "trial_id", "date", "time_this_iter_s", "time_total_s", "pid",
     "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
     "should_checkpoint", "config",

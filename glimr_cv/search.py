@@ -15,19 +15,35 @@ from typing import Any, Callable
 
 from .checks import check_bool, check_callable, check_choice, check_int, check_number, check_type
 from .data.folds import check_loader
-from .engine.racing import RacingRule, get_rule
+from .engine.racing import EpochRule, RacingRule, get_epoch_rule, get_rule
 from .engine.scheduler import FoldScheduler
 from .engine.shipping import ship_by_value
-from .engine.store import (SEARCH_FILE, check_picklable, experiment_path, load_search, repair_state, save_search,
-                           saved_scheduler)
+from .engine.store import (SEARCH_FILE, check_picklable, experiment_path, load_search, reopen_search, repair_state,
+                           save_search, saved_scheduler)
 from .results.summary import SearchResults, collect_results
 from .results.tables import format_leaderboard, scheduler_table
 from .space.notation import sample_space, sampled_paths
 from .space.sections import default_metric, metric_names, validate_space
 
-__all__ = ["Search", "load_results"]
+__all__ = ["Search", "SearchHalted", "load_results"]
 
 _FIT_RESERVED = ("x", "y", "epochs", "validation_data", "verbose", "validation_split")
+#: What a stopper's dict criteria may name besides the reported metrics.
+_STOPPER_KEYS = ("epoch", "fold_score", "training_iteration", "time_total_s")
+
+
+class SearchHalted(RuntimeError):
+    """A search stopped early on an error every configuration would meet; ``results`` holds what finished."""
+
+    def __init__(self, message: str, results: SearchResults):
+        super().__init__(message)
+        self.results = results
+
+
+def _as_stopper(stopper, reported):
+    from .engine.stopping import as_stopper
+
+    return as_stopper(stopper, reported)
 
 
 def _in_notebook() -> bool:
@@ -58,21 +74,42 @@ class Search:
     cv_folds : int or None
         Folds per configuration; ``None`` for one train/validation split from a
         loader without the CV arguments.
-    stopper : ray.tune.Stopper or callable, optional
-        Called as ``stopper(trial_id, result)`` after each epoch inside the trial;
-        returning True ends that fold early (its best epoch is still checkpointed).
+    stopper : ray.tune.Stopper, callable or dict, optional
+        Called in the driver as ``stopper(trial_id, result)`` after each epoch of
+        a fold; True ends that fold after its next epoch, as a finished fold scored
+        at its best epoch (``stopped_early``). A ``ray.tune.Stopper``'s
+        ``stop_all()`` ends every running fold so and starts no more. A dict is
+        Ray Tune's criteria, ``{"epoch": 20, "digit_accuracy": 0.99}``: a fold stops
+        when any reported value reaches its bound.
     loader_kwargs, fit_kwargs : dict, optional
         Extra keyword arguments of the loader and of ``model.fit``.
     seed : int
         Seed of configuration sampling and of each fold's Keras initialisation.
-    racing : {"forgiving", "aggressive", "paired"}, RacingRule or None
+    racing : {"forgiving", "aggressive", "paired", "ttest"}, RacingRule or None
         Rule that stops a configuration's CV early (see :mod:`glimr_cv.engine.racing`);
         ``None`` trains every fold. Default "forgiving".
+    fold_stopping : {"paired_curve"}, EpochRule or None
+        Rule that stops a fold before its last epoch when its learning curve is
+        hopeless against the incumbent's on the same fold (see
+        :class:`glimr_cv.engine.racing.PairedCurve`); the fold counts as finished,
+        scored at its best epoch. ``None`` (default) trains every epoch.
     min_folds : int, optional
         Finished folds before racing may stop a configuration; defaults to the
-        rule's own (1, or 2 for "paired").
+        rule's own (1, or 2 for "ttest").
     max_failures : int
-        Retries of a fold whose worker dies or raises before it counts as failed.
+        Retries of a fold whose worker dies before it counts as failed. An
+        exception in the builder, the loader or ``fit`` fails the fold at once:
+        the same code on the same data would raise again.
+    fail_fast : int or None
+        Stop the whole search, keeping what finished and resumable with
+        :meth:`restore`, when the same error ends the first fold of this many
+        configurations, or when a worker cannot load the builder or loader;
+        ``None`` never stops early.
+    deterministic : bool
+        Turn on TensorFlow op determinism in every worker
+        (``tf.config.experimental.enable_op_determinism``). With one fold at a
+        time (``max_concurrent_trials=1``), the same ``seed`` then gives the same
+        configurations, folds and fold scores; see "Reproducibility" in the README.
     reuse_models : bool
         When a worker trains another fold of the configuration it trained last, train
         its previous Keras model with every variable reset to the builder's fresh
@@ -98,6 +135,9 @@ class Search:
         min_folds: int | None = None,
         max_failures: int = 2,
         reuse_models: bool = True,
+        fold_stopping: str | EpochRule | None = None,
+        fail_fast: int | None = 3,
+        deterministic: bool = False,
     ):
         self._parsed = validate_space(space)
         self.space = space
@@ -116,13 +156,15 @@ class Search:
         if clash:
             raise ValueError(f"fit_kwargs: expected none of {list(_FIT_RESERVED)} (the search sets them; epochs come "
                              f"from optimization/epochs), but got {clash}")
-        self.stopper = check_callable("stopper", stopper, "a ray.tune.Stopper or callable(trial_id, result) -> bool",
-                                      allow_none=True)
+        self.stopper = _as_stopper(stopper, [*self.metric_names, *_STOPPER_KEYS])
         self.seed = check_int("seed", seed, 0)
         if min_folds is not None and isinstance(racing, RacingRule):
             raise ValueError("min_folds: expected None with a RacingRule object (set min_folds on the rule itself), "
                              f"but got {min_folds!r}")
         self.racing = get_rule(racing, min_folds)
+        self.fold_stopping = get_epoch_rule(fold_stopping)
+        self.fail_fast = check_int("fail_fast", fail_fast, 1, allow_none=True)
+        self.deterministic = check_bool("deterministic", deterministic)
         self.max_failures = check_int("max_failures", max_failures, 0)
         self.reuse_models = check_bool("reuse_models", reuse_models)
         check_picklable(space, builder, loader)
@@ -132,7 +174,7 @@ class Search:
 
     # -- glimr's configuration methods ------------------------------------------
     def set_checkpoints(self, metric: str | None = None, mode: str | None = None, num_to_keep: int | None = None,
-                        **kwargs) -> None:
+                        every_epoch: bool = False, **kwargs) -> None:
         """Checkpoint settings (``ray.tune.CheckpointConfig`` keyword arguments).
 
         Each fold writes one checkpoint, its best epoch by ``metric`` and ``mode``
@@ -141,11 +183,21 @@ class Search:
         ``num_to_keep`` (per fold) changes nothing but Tune's bookkeeping: glimr's
         1 is the same as the default None, which spares Tune a state snapshot at
         every checkpoint.
+
+        With ``every_epoch``, a running fold also keeps its latest epoch's state
+        (every variable, the optimizer's and the best epoch's weights) in its one
+        checkpoint slot, replaced each epoch, so that a fold interrupted by a
+        crash continues from its last epoch on :meth:`restore`, on the same data
+        order, instead of starting over: for long folds. It costs one write of
+        about three times the weights per epoch.
         """
         if metric not in (None, self.metric) or mode not in (None, self.mode):
             raise ValueError(f"set_checkpoints: expected the search's metric={self.metric!r} and mode={self.mode!r} "
                              f"(or None), since checkpoints follow them, but got metric={metric!r}, mode={mode!r}")
         check_int("num_to_keep", num_to_keep, 1, allow_none=True)
+        self.every_epoch = check_bool("every_epoch", every_epoch)
+        if every_epoch:
+            num_to_keep = 1  # one slot: the latest epoch's state, replaced by the fold's final checkpoint
         self.checkpoint_kwargs = {"num_to_keep": num_to_keep, **kwargs}
 
     def set_reporter(self, metrics: list | None = None, parameters: list | dict | None = None,
@@ -202,9 +254,12 @@ class Search:
             metric_names=self.metric_names,
             loader_kwargs=self.loader_kwargs,
             fit_kwargs=self.fit_kwargs,
-            stopper=self.stopper,
             seed=self.seed,
             reuse_models=self.reuse_models,
+            fold_stopping=getattr(self, "fold_stopping", None),  # getattr: a Search pickled by an older glimr_cv
+            driver_stops=getattr(self, "_driver_stops", False),
+            epoch_checkpoints=getattr(self, "every_epoch", False),
+            deterministic=getattr(self, "deterministic", False),
         )
 
     def check(self) -> dict:
@@ -292,6 +347,9 @@ class Search:
             raise ValueError("num_samples: expected an int >= 1 when max_fold_trainings is None (or the search "
                              "never ends), but got None")
         check_type("search_alg", search_alg, Searcher, "a ray.tune.search.Searcher such as OptunaSearch()", allow_none=True)
+        from .engine.stopping import FoldStops, check_scheduler
+
+        check_scheduler(scheduler)
         check_type("local_dir", local_dir, (str, os.PathLike), "a path")
         name = name or datetime.datetime.now().strftime("search_%Y-%m-%d_%H-%M-%S")
         path = experiment_path(local_dir, name)
@@ -303,15 +361,18 @@ class Search:
 
         fold_scheduler = FoldScheduler(self.cv_folds or 1, self.mode, self.racing, num_samples, max_fold_trainings)
         searcher = CVSearcher(self._parsed, fold_scheduler, self.metric, self.mode, self.seed, inner=search_alg,
-                              path=path)
+                              path=path, references=self.fold_stopping is not None, fail_fast=self.fail_fast)
         self._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
         # before anything is pickled: modules the workers cannot import travel by value
-        ship_by_value([self.builder, self.loader, self.stopper, self.space])
+        ship_by_value([self.builder, self.loader, self.stopper, self.space, self.loader_kwargs, self.fit_kwargs])
+        # Tune's scheduler and stopper decide in the driver; the folds stop themselves when told
+        self._driver_stops = scheduler is not None or self.stopper is not None
+        stops = FoldStops(scheduler, self.stopper, self.mode, searcher.stop_all) if self._driver_stops else None
         os.makedirs(path, exist_ok=True)
         save_search(self, path)
         runner.init_ray(verbose)
         tuner = runner.new_tuner(
-            self._spec(), self.resources, searcher, path, scheduler=scheduler,
+            self._spec(), self.resources, searcher, path, scheduler=stops,
             max_concurrent_trials=max_concurrent_trials, reuse_actors=reuse_actors,
             checkpoint_kwargs=self.checkpoint_kwargs, max_failures=self.max_failures, verbose=verbose,
         )
@@ -329,6 +390,11 @@ class Search:
         if display is not None:  # the final board from the folder, which has every fold's own error
             display.render = lambda: results.table if self.jupyter else results.leaderboard()
             display.show(force=True)
+        if searcher.halted:
+            raise SearchHalted(
+                f"search stopped early: {searcher.halted['message']}\nEverything that finished is kept in {path!r}; "
+                f"fix the cause and resume with glimr_cv.Search.restore({os.path.dirname(path)!r}, "
+                f"{os.path.basename(path)!r})", results)
         return results
 
     def _leaderboard(self, searcher, started: float):
@@ -374,6 +440,7 @@ class Search:
         path = experiment_path(local_dir, name)
         search = load_search(path)
         repair_state(path)
+        reopen_search(path)  # after a halt; a finished search just says "finished" again
         check_int("verbose", verbose, 0, 3)
         runner.init_ray(verbose)
         tuner = runner.restore_tuner(path, search._spec(), search.resources, verbose)
@@ -381,6 +448,7 @@ class Search:
         if searcher is None:
             raise RuntimeError(f"restore: the searcher of {path!r} was not restored by Ray Tune; "
                                "expected Tune's saved tuner state to hold it")
+        searcher.reopen(on_restore=True)  # after a halt: the failed configurations get another try
         return search._run(runner, tuner, searcher, path, verbose)
 
 

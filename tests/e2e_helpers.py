@@ -107,3 +107,47 @@ def failing_loader(batch_size, cv_index, cv_folds, bad_batch_size):
     if batch_size == bad_batch_size:
         raise ValueError(f"no data for batch_size={batch_size}")
     return digits_loader(batch_size, cv_index=cv_index, cv_folds=cv_folds)
+
+
+def broken_until_builder(config):
+    """The digits MLP, but raises while ``config["data"]["fixed_marker"]`` does not exist."""
+    marker = config["data"]["fixed_marker"]
+    if not os.path.exists(marker):
+        raise ValueError("the builder is broken until the marker exists")
+    return digits_builder(config)
+
+
+def marker_loader(batch_size, cv_index, cv_folds, fixed_marker):
+    return digits_loader(batch_size, cv_index=cv_index, cv_folds=cv_folds)
+
+
+class DriverOnly:
+    """Loads only in the process that made it: stands in for an object a worker cannot unpickle."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+
+    def __setstate__(self, state):
+        if state["pid"] != os.getpid():
+            raise ModuleNotFoundError("No module named 'lab_only_module'")
+        self.__dict__.update(state)
+
+
+def driver_only_loader(batch_size, cv_index, cv_folds, token):
+    return digits_loader(batch_size, cv_index=cv_index, cv_folds=cv_folds)
+
+
+def kill_once_at_epoch(marker_dir, epoch):
+    """A Keras callback killing its worker after ``epoch`` epochs, once per marker folder."""
+    import signal
+
+    import keras
+
+    class KillOnce(keras.callbacks.Callback):
+        def on_epoch_end(self, e, logs=None):
+            marker = os.path.join(marker_dir, "killed")
+            if e + 1 == epoch and not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return KillOnce()

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import glimr_cv
-from glimr_cv import Paired, Search, loguniform, sample_space, top_k_configs, top_k_trials
+from glimr_cv import Paired, Search, TTest, loguniform, sample_space, top_k_configs, top_k_trials
 from glimr_cv.demo import SPACE, builder, loader
 from spaces import DELETE, edited
 
@@ -58,10 +58,16 @@ CASES = [
     ("fit_kwargs reserved", lambda: search(fit_kwargs={"epochs": 3}), ValueError,
      "fit_kwargs: expected none of ['x', 'y', 'epochs', 'validation_data', 'verbose', 'validation_split'] (the search sets them; epochs come from optimization/epochs), but got ['epochs']"),
     ("stopper", lambda: search(stopper=5), TypeError,
-     "stopper: expected a ray.tune.Stopper or callable(trial_id, result) -> bool, but got 5"),
+     "stopper: expected a ray.tune.Stopper, a callable(trial_id, result) -> bool or a dict of stopping criteria, "
+     "but got 5"),
+    ("stopper criteria", lambda: search(stopper={"val_acc": 0.9}), ValueError,
+     re.compile(r"stopper\['val_acc'\]: expected a reported name, one of \[.*'digit_accuracy'.*\], but got 'val_acc'")),
+    ("fold_stopping", lambda: search(fold_stopping="asha"), ValueError,
+     re.compile(r"fold_stopping: expected .*'paired_curve'.*, but got 'asha'")),
+    ("fail_fast", lambda: search(fail_fast=0), ValueError, "fail_fast: expected an int >= 1 or None, but got 0"),
     ("seed", lambda: search(seed=-1), ValueError, "seed: expected an int >= 0, but got -1"),
     ("racing rule", lambda: search(racing="fast"), ValueError,
-     "racing: expected one of ['aggressive', 'forgiving', 'paired'], a RacingRule or None, but got 'fast'"),
+     "racing: expected one of ['aggressive', 'forgiving', 'paired', 'ttest'], a RacingRule or None, but got 'fast'"),
     ("min_folds", lambda: search(min_folds=0), ValueError, "min_folds: expected an int >= 1, but got 0"),
     ("max_failures", lambda: search(max_failures=-1), ValueError, "max_failures: expected an int >= 0, but got -1"),
     ("reuse_models", lambda: search(reuse_models="yes"), TypeError, "reuse_models: expected True or False, but got 'yes'"),
@@ -117,7 +123,9 @@ CASES = [
     ("keras_optimizer", lambda: glimr_cv.keras_optimizer({"method": "lbfgs"}), ValueError,
      "optimization/method: unknown optimizer 'lbfgs'; expected one of ['adadelta', 'adagrad', 'adam', 'adamw', "
      "'nadam', 'rms', 'sgd']"),
-    ("paired alpha", lambda: Paired(alpha=2), ValueError, "alpha: expected a number in (0, 1), but got 2"),
+    ("ttest alpha", lambda: TTest(alpha=2), ValueError, "alpha: expected a number in (0, 1), but got 2"),
+    ("paired tolerance", lambda: Paired(tolerance=-1), ValueError,
+     "tolerance: expected a finite number >= 0, but got -1"),
     ("loguniform", lambda: loguniform(0, 1), glimr_cv.SpaceError,
      "loguniform: expected 0 < low <= high, but got (low=0, high=1)"),
     ("sample_space", lambda: sample_space([1, 2]), glimr_cv.SpaceError,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from glimr_cv.engine.racing import Aggressive, Forgiving, Paired, RacingRule
+from glimr_cv.engine.racing import Aggressive, Forgiving, Paired, RacingRule, TTest
 from glimr_cv.engine.replay import Replay
 from glimr_cv.engine.scheduler import DONE, NEW, STATUSES, WAIT, FoldScheduler, Run
 
@@ -236,7 +236,7 @@ def test_partial_mean_does_not_make_an_incumbent():
 # -- mode="min" ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
+@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired(), TTest()])
 @pytest.mark.parametrize("seed, slots", [(0, 1), (1, 2), (2, 3)])
 def test_mode_min_mirrors_mode_max(racing, seed, slots):
     table = noisy_table(seed, 15, 4, sd=0.05)
@@ -358,7 +358,7 @@ def test_pruned_config_never_becomes_incumbent_even_if_its_late_folds_are_great(
 
 
 @pytest.mark.parametrize("explore", [1, None])
-@pytest.mark.parametrize("racing", [Forgiving(), Aggressive(), Paired()])
+@pytest.mark.parametrize("racing", [Forgiving(), Aggressive(), Paired(), TTest()])
 @pytest.mark.parametrize("slots", [1, 2, 4])
 def test_racing_never_dispatches_folds_of_pruned_configs(racing, slots, explore):
     table = noisy_table(11, 20, 5, sd=0.03, spacing=0.03)
@@ -399,7 +399,7 @@ def test_events_report_complete_and_pruned_with_the_cv_mean():
 # -- budgets --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
+@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired(), TTest()])
 @pytest.mark.parametrize("budget", [0, 1, 3, 4, 7, 10, 13, 25, 60])
 @pytest.mark.parametrize("slots", [1, 3])
 @pytest.mark.parametrize("explore", [1, None])
@@ -541,7 +541,7 @@ def test_failed_config_never_becomes_incumbent():
 # -- n_folds=1 --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired()])
+@pytest.mark.parametrize("racing", [None, Forgiving(), Aggressive(), Paired(), TTest()])
 def test_single_split_completes_each_config_after_one_fold(racing):
     s = depth_first(1, racing=racing, max_configs=6)
     table = [[v] for v in (0.3, 0.9, 0.1, 0.5, 0.95, 0.2)]
@@ -558,13 +558,18 @@ def test_single_split_completes_each_config_after_one_fold(racing):
 # -- pickling -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("racing", [None, Forgiving(), Paired()])
+@pytest.mark.parametrize("racing", [None, Forgiving(), Paired(), TTest()])
 @pytest.mark.parametrize("cut", [3, 12, 25])
 @pytest.mark.parametrize("explore", [1, None])
 def test_pickled_scheduler_continues_identically(racing, cut, explore):
     table = noisy_table(7, 20, 4, sd=0.03)
-    original = Sim(FoldScheduler(4, racing=racing, max_configs=20, max_fold_trainings=60, explore=explore), table, slots=2)
-    for _ in range(cut):
+
+    def sim():
+        return Sim(FoldScheduler(4, racing=racing, max_configs=20, max_fold_trainings=60, explore=explore), table, slots=2)
+
+    steps = len(sim().run().finished)
+    original = sim()
+    for _ in range(min(cut, steps - 2)):  # Paired prunes most configurations after one fold: a short run
         assert original.step()
     copy = Sim(pickle.loads(pickle.dumps(original.s)), table, slots=2)
     copy.running = collections.deque(original.running)
@@ -605,7 +610,7 @@ def test_invariants_hold_under_random_scores_failures_and_close(seed):
     """Random rule, mode, budgets, slots, NaN scores, failures and an early close()."""
     rng = random.Random(seed)
     n_folds = rng.randint(1, 5)
-    racing = rng.choice([None, Forgiving(), Aggressive(), Paired(), Forgiving(min_folds=2)])
+    racing = rng.choice([None, Forgiving(), Aggressive(), Paired(), TTest(), Forgiving(min_folds=2)])
     mode = rng.choice(["max", "min"])
     budget = rng.choice([None, rng.randint(0, 40)])
     explore = rng.choice([None, rng.randint(1, 12)])
@@ -743,3 +748,157 @@ def test_without_racing_started_configurations_always_finish_first(slots):
         if run.fold == 0 and run.config_id > 0:
             earlier = {r for r in sim.dispatched[:i]}
             assert all(Run(c, f) in earlier for c in range(run.config_id) for f in range(4))
+
+
+# -- learning curves: the references of fold stopping ------------------------------------
+
+
+def test_finish_keeps_curves_and_stopped_early_folds():
+    s = depth_first(3, max_configs=2)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    s.finish(0, 0, 0.75, curve=[0.5, 0.75, 0.625])
+    assert s.configs[0].curves == {0: [0.5, 0.75, 0.625]}
+    assert s.next() == Run(0, 1)
+    s.finish(0, 1, 0.5, curve=[0.25, 0.5], stopped_early=True)
+    assert s.configs[0].stopped_early == {1}
+    assert s.next() == Run(0, 2)
+    s.finish(0, 2, 0.5)  # a caller without curves
+    st = s.configs[0]
+    assert st.status == "complete" and st.curves == {0: [0.5, 0.75, 0.625], 1: [0.25, 0.5]}
+    assert st.stopped_early == {1}
+
+
+def test_reference_is_the_incumbents_raw_curve_on_that_fold():
+    s = depth_first(2, mode="min", max_configs=3)
+    assert s.reference(0) is None  # no incumbent yet
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    s.finish(0, 0, 0.25, curve=[0.5, 0.25])
+    assert s.reference(0) is None  # configuration 0 is not complete
+    assert s.next() == Run(0, 1)
+    s.finish(0, 1, 0.5)  # no curve for fold 1
+    assert s.best() == 0
+    assert s.reference(0) == [0.5, 0.25]  # raw, not oriented, in mode="min"
+    assert s.reference(1) is None and s.reference(7) is None
+    ref = s.reference(0)
+    ref.append(0.0)
+    assert s.reference(0) == [0.5, 0.25]  # a copy
+
+
+def test_curves_are_kept_only_by_running_configurations_and_the_incumbent():
+    s = depth_first(2, racing=Forgiving(), max_configs=4)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    s.finish(0, 0, 0.5, curve=[0.5])
+    assert s.next() == Run(0, 1)
+    s.finish(0, 1, 0.5, curve=[0.5])
+    assert s.best() == 0 and s.configs[0].curves == {0: [0.5], 1: [0.5]}
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.25, curve=[0.25])
+    assert s.configs[1].curves == {0: [0.25]}  # running: it may still become the incumbent
+    assert s.next() == NEW  # configuration 1 is pruned first: its curve goes
+    assert s.configs[1].status == "pruned" and s.configs[1].curves == {}
+    assert s.add_config({}) == Run(2, 0)
+    s.finish(2, 0, 0.75, curve=[0.75])
+    assert s.next() == Run(2, 1)
+    s.finish(2, 1, 0.75, curve=[0.625, 0.75])
+    assert s.best() == 2 and s.configs[0].curves == {}  # the old incumbent's curves go
+    assert s.reference(1) == [0.625, 0.75]
+    assert s.next() == NEW and s.add_config({}) == Run(3, 0)
+    s.finish(3, 0, 0.25, curve=[0.25])
+    assert s.next() == DONE
+    assert s.configs[3].status == "pruned" and s.configs[3].curves == {}
+    assert [c for c, st in s.configs.items() if st.curves] == [2]
+
+
+def test_a_complete_configuration_that_is_not_the_incumbent_drops_its_curves():
+    s = depth_first(1, max_configs=2)
+    for c, score in enumerate([0.75, 0.5]):
+        assert s.next() == NEW and s.add_config({}) == Run(c, 0)
+        s.finish(c, 0, score, curve=[score])
+    assert s.best() == 0
+    assert s.configs[0].curves == {0: [0.75]} and s.configs[1].curves == {}
+
+
+def test_failed_and_incomplete_configurations_drop_their_curves():
+    s = depth_first(3, max_configs=3)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    s.finish(0, 0, 0.5, curve=[0.5])
+    assert s.next() == Run(0, 1)
+    s.fail(0, 1, "boom")
+    assert s.configs[0].status == "failed" and s.configs[0].curves == {}
+    assert s.next() == NEW and s.add_config({}) == Run(1, 0)
+    s.finish(1, 0, 0.5, curve=[0.5])
+    assert s.next() == Run(1, 1)
+    s.finish(1, 1, math.nan, curve=[math.nan])  # a non-finite score fails the configuration
+    assert s.configs[1].status == "failed" and s.configs[1].curves == {}
+    # the budget runs out with configuration 1 unfinished (see the test above)
+    s = depth_first(3, max_fold_trainings=7)
+    means = [0.8, 0.5, 0.6, 0.7]
+    Replay(s, const_table(means, 3), curves=lambda c, f: [0.25, means[c]]).run()
+    assert [s.configs[c].status for c in (0, 1, 2)] == ["complete", "incomplete", "complete"]
+    assert s.configs[1].curves == {} and s.configs[2].curves == {}
+    assert s.configs[0].curves == {f: [0.25, 0.8] for f in range(3)}
+
+
+def test_a_fold_finishing_after_its_configuration_stopped_keeps_its_score_but_no_curve():
+    s = _behind_with_fold_in_flight(Forgiving())  # fold 1 of config 1 in flight
+    s.fail(1, 2, "worker died")  # as if fold 2 had run elsewhere and failed
+    assert s.configs[1].status == "failed"
+    s.finish(1, 1, 0.25, curve=[0.25], stopped_early=True)
+    st = s.configs[1]
+    assert st.status == "failed" and st.scores == {0: 0.75, 1: 0.25} and st.curves == {}
+    assert st.stopped_early == {1}
+
+
+def test_curve_values_are_stored_as_floats_and_none_as_nan():
+    s = depth_first(1, max_configs=1)
+    assert s.next() == NEW and s.add_config({}) == Run(0, 0)
+    s.finish(0, 0, 0.5, curve=(1, None, 0.5))
+    curve = s.reference(0)
+    assert curve[0] == 1.0 and type(curve[0]) is float and math.isnan(curve[1]) and curve[2] == 0.5
+
+
+def test_a_scheduler_pickled_before_curves_existed_loads_and_keeps_curves():
+    table = noisy_table(3, 6, 3)
+    sim = Sim(FoldScheduler(3, racing=Forgiving(), max_configs=6, explore=1), table, slots=2)
+    for _ in range(4):
+        assert sim.step()
+    for st in sim.s.configs.values():  # what an older glimr_cv pickled
+        del st.curves, st.stopped_early
+    old = pickle.loads(pickle.dumps(sim.s))
+    assert all(st.curves == {} and st.stopped_early == set() for st in old.configs.values())
+    assert old.reference(0) is None
+    first, *others = sim.running
+    old.finish(*first, table[first.config_id][first.fold], curve=[0.0, 0.5], stopped_early=True)
+    assert old.configs[first.config_id].stopped_early == {first.fold}
+    replay = Replay(old, table, slots=2, curves=lambda c, f: [0.0, table[c][f]])
+    replay.running = collections.deque(others)
+    replay.run()
+    assert {st.status for st in old.configs.values()} <= FINAL_STATUSES
+    best = old.best()
+    after = {f: [0.0, table[best][f]] for c, f, _ in replay.finished if c == best}
+    if first.config_id == best:
+        after[first.fold] = [0.0, 0.5]
+    assert old.configs[best].curves == after and after  # folds finished after loading
+    assert all(old.reference(f) == curve for f, curve in after.items())
+    assert all(not st.curves for c, st in old.configs.items() if c != best)
+
+
+def test_a_retried_configuration_runs_its_unfinished_folds_and_can_complete():
+    s = FoldScheduler(3, racing=None)
+    assert s.next() == NEW
+    s.add_config("a")
+    assert s.next() == Run(0, 1)
+    s.finish(0, 0, 0.5)
+    s.fail(0, 1, "fold 1: ValueError in builder: broken")
+    assert s.configs[0].status == "failed" and s.configs[0].todo == []
+    with pytest.raises(ValueError, match="config_id: expected a failed configuration, but 1 is"):
+        s.add_config("b")
+        s.retry(1)
+    s.retry(0)
+    c = s.configs[0]
+    assert c.status == "running" and c.error is None and c.todo == [1, 2] and c.scores == {0: 0.5}
+    runs = [s.next(), s.next()]
+    assert Run(0, 1) in runs and Run(0, 2) in runs
+    s.finish(0, 1, 0.6)
+    s.finish(0, 2, 0.7)
+    assert c.status == "complete" and s.best() == 0

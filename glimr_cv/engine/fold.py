@@ -30,9 +30,12 @@ class TrialSpec:
     metric_names: list
     loader_kwargs: dict = field(default_factory=dict)
     fit_kwargs: dict = field(default_factory=dict)
-    stopper: Any = None
     seed: int = 0
     reuse_models: bool = True
+    fold_stopping: Any = None  # an EpochRule (glimr_cv.engine.racing) that stops hopeless folds
+    driver_stops: bool = False  # poll for stops posted by glimr_cv.engine.stopping.FoldStops
+    epoch_checkpoints: bool = False  # keep each epoch's latest state, so a restored fold continues
+    deterministic: bool = False  # TensorFlow op determinism in every worker
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # tells this search's configurations apart
 
 

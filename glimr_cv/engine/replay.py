@@ -5,7 +5,8 @@ to a fixed number of worker slots, lets them finish in the order their durations
 give, and feeds their scores back, so that what the scheduler would start, stop
 and select for a given table of fold scores can be worked out in milliseconds:
 for tests, and for the racing benchmark, which replays the scores of an
-exhaustive run through each racing rule.
+exhaustive run through each racing rule. Given the folds' learning curves, a
+replay also stops folds epoch by epoch with a fold-stopping rule.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
+from .racing import EpochRule, orient
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
 
 __all__ = ["Replay"]
@@ -63,6 +65,8 @@ class Replay:
         by fold. ``None`` or no entry means the fold failed
         (:meth:`FoldScheduler.fail`); any other value goes to
         :meth:`FoldScheduler.finish`, which fails a non-finite one itself.
+        With ``curves``, ``score`` may be ``None``: a fold scores the best value of
+        its curve (by the scheduler's mode), and one without a curve fails.
     slots : int
         Folds that train at once (Ray Tune's concurrent trials).
     pending : int
@@ -70,6 +74,20 @@ class Replay:
     seconds : callable, mapping or None
         A fold's duration, in the forms of ``score``; ``None`` (default), or no
         entry, is 1 second, so that folds end oldest first.
+    curves : callable, mapping, sequence or None
+        A fold's raw per-epoch validation values of the metric (a list), in the
+        forms of ``score``. A fold with a curve reports it to
+        :meth:`FoldScheduler.finish`, where it becomes a reference; its epochs
+        count in ``epoch_trainings``. ``None`` (default): folds report scores only.
+    epoch_rule : EpochRule or None
+        With ``curves``, stops folds before their last epoch. A fold takes the
+        scheduler's :meth:`~FoldScheduler.reference` for its fold when it is handed
+        out (as the Ray searcher attaches it to the trial) and, once it has a slot,
+        runs epoch by epoch, the rule seeing its curve so far and the reference
+        oriented by the scheduler's mode, after every epoch but the last. A fold
+        stopped after ``e`` of its ``n`` epochs scores the best of its first ``e``
+        values, reports them as its curve with ``stopped_early=True``, and lasts
+        ``seconds * e / n``. A fold whose ``score`` is ``None`` fails as without a rule.
 
     Attributes
     ----------
@@ -89,6 +107,8 @@ class Replay:
     finished : list of tuple
         ``(config_id, fold, score)`` of every fold that ended, in order; ``score`` is
         ``None`` for a failed fold.
+    epoch_trainings : int
+        Epochs run by the folds that ended with a curve.
     now : float
         Simulated seconds since the replay started: after :meth:`run`, its wall time.
 
@@ -101,16 +121,28 @@ class Replay:
     (7, 0)
     """
 
-    def __init__(self, scheduler: FoldScheduler, score, slots: int = 1, pending: int = 0, seconds=None):
+    def __init__(self, scheduler: FoldScheduler, score, slots: int = 1, pending: int = 0, seconds=None,
+                 curves=None, epoch_rule: EpochRule | None = None):
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots: expected an int >= 1, but got {slots!r}")
         if not isinstance(pending, int) or isinstance(pending, bool) or pending < 0:
             raise ValueError(f"pending: expected an int >= 0, but got {pending!r}")
+        if epoch_rule is not None and not isinstance(epoch_rule, EpochRule):
+            raise TypeError(f"epoch_rule: expected an EpochRule or None, but got {type(epoch_rule).__name__}")
+        if epoch_rule is not None and curves is None:
+            raise ValueError(f"epoch_rule: expected None without curves (the rule stops folds by their curves), "
+                             f"but got {epoch_rule!r}")
         self.scheduler = scheduler
         self.slots = slots
         self.max_pending = pending
-        self._score = _lookup(score, "score", None)
+        self._with_curves = curves is not None
+        self._curve = _lookup(curves, "curves", None)
+        self._score = self._best_of_curve if score is None and self._with_curves else _lookup(score, "score", None)
         self._seconds = _lookup(seconds, "seconds", 1.0)
+        self.epoch_rule = epoch_rule
+        self.epoch_trainings = 0
+        self._references: dict[Run, list[float] | None] = {}
+        self._outcomes: dict[Run, tuple] = {}
         self.running: collections.deque = collections.deque()
         self.pending: collections.deque = collections.deque()
         self.decisions: list = []
@@ -131,11 +163,50 @@ class Replay:
     # -- the loop -----------------------------------------------------------------
     def _start(self, run: Run) -> None:
         self.running.append(run)
-        self._ends[run] = self.now + self._duration(run)
+        self._begin(run)
+
+    def _begin(self, run: Run) -> None:
+        """Work out when ``run`` ends and, with curves, what it reports."""
+        seconds = self._duration(run)
+        if self._with_curves:
+            outcome = self._train(run)
+            self._outcomes[run] = outcome
+            seconds *= outcome[3]
+        self._ends[run] = self.now + seconds
 
     def _duration(self, run: Run) -> float:
         value = self._seconds(run.config_id, run.fold)
         return 1.0 if value is None or not math.isfinite(value) else float(value)
+
+    def _best(self, values: Sequence[float]) -> float:
+        finite = [v for v in values if v is not None and not math.isnan(v)]
+        if not finite:
+            return math.nan
+        return max(finite) if self.scheduler.mode == "max" else min(finite)
+
+    def _best_of_curve(self, config_id: int, fold: int) -> float | None:
+        curve = self._curve(config_id, fold)
+        return self._best(curve) if curve else None
+
+    def _train(self, run: Run) -> tuple:
+        """``(score, curve, stopped_early, share of the fold's duration, epochs run)`` of ``run``."""
+        reference = self._references.pop(run) if run in self._references else self._reference(run)
+        score = self._score(run.config_id, run.fold)
+        curve = self._curve(run.config_id, run.fold)
+        curve = None if curve is None else list(curve)
+        if not curve:
+            return score, curve, False, 1.0, 0
+        epochs = len(curve)
+        if score is not None and self.epoch_rule is not None and reference:
+            mode = self.scheduler.mode
+            oriented, reference = orient(curve, mode), orient(reference, mode)
+            for e in range(1, epochs):  # after the last epoch nothing is left to save
+                if self.epoch_rule.should_stop(oriented[:e], reference, epochs):
+                    return self._best(curve[:e]), curve[:e], True, e / epochs, e
+        return score, curve, False, 1.0, epochs
+
+    def _reference(self, run: Run) -> list[float] | None:
+        return self.scheduler.reference(run.fold) if self.epoch_rule is not None else None
 
     def fill(self) -> Run | str | None:
         """Hand out folds until the slots and the pending places are full, or the scheduler says WAIT or DONE.
@@ -162,6 +233,8 @@ class Replay:
             else:
                 raise RuntimeError(f"the scheduler answered {answer!r}, expected a Run, NEW, WAIT or DONE")
             self.dispatched.append(run)
+            if self.epoch_rule is not None:
+                self._references[run] = self._reference(run)
             if len(self.running) < self.slots:
                 self._start(run)
             else:
@@ -180,15 +253,21 @@ class Replay:
             raise RuntimeError("finish_one: no fold is running")
         for run in self.running:
             if run not in self._ends:  # put in by hand
-                self._ends[run] = self.now + self._duration(run)
+                self._begin(run)
         index = min(range(len(self.running)), key=lambda i: (self._ends[self.running[i]], i))
         run = self.running[index]
         del self.running[index]
         self.now = max(self.now, self._ends.pop(run))
-        score = self._score(run.config_id, run.fold)
+        if self._with_curves:
+            score, curve, stopped_early, _, epochs = self._outcomes.pop(run)
+            self.epoch_trainings += epochs
+        else:
+            score, curve, stopped_early = self._score(run.config_id, run.fold), None, False
         self.finished.append((run.config_id, run.fold, score))
         if score is None:
             self.scheduler.fail(run.config_id, run.fold, f"fold {run.fold} has no score in the replay")
+        elif self._with_curves:
+            self.scheduler.finish(run.config_id, run.fold, score, curve=curve, stopped_early=stopped_early)
         else:
             self.scheduler.finish(run.config_id, run.fold, score)
         return self.finished[-1]
@@ -253,13 +332,15 @@ class Replay:
         Returns
         -------
         dict
-            ``fold_trainings``, ``fold_trainings_saved``, ``best_config_id``,
+            ``fold_trainings``, ``fold_trainings_saved``, ``epoch_trainings``
+            (:attr:`epoch_trainings`; ``None`` without curves), ``best_config_id``,
             ``statuses`` (configurations per status) and ``seconds`` (:attr:`now`).
         """
         statuses = collections.Counter(c.status for c in self.scheduler.configs.values())
         return {
             "fold_trainings": self.n_started,
             "fold_trainings_saved": self.fold_trainings_saved,
+            "epoch_trainings": self.epoch_trainings if self._with_curves else None,
             "best_config_id": self.scheduler.best(),
             "statuses": dict(statuses),
             "seconds": self.now,

@@ -51,9 +51,13 @@ def init_ray(verbose: int = 0) -> None:
 def _trainable(spec: TrialSpec, resources: dict):
     from ray import tune
 
+    import ray
+
     from .trainable import train_fold
 
-    return tune.with_resources(tune.with_parameters(train_fold, spec=spec), {k.lower(): v for k, v in resources.items()})
+    # as a reference the worker fetches itself, so that a builder it cannot unpickle fails the fold, unretried
+    shipped = (ray.put(spec),)
+    return tune.with_resources(tune.with_parameters(train_fold, spec=shipped), {k.lower(): v for k, v in resources.items()})
 
 
 def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str, *, scheduler: Any = None,

@@ -10,7 +10,7 @@ import heapq
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from ..checks import check_choice, check_int
 from .racing import RacingRule
@@ -34,7 +34,13 @@ class Run(NamedTuple):
 
 @dataclass
 class ConfigState:
-    """What the scheduler knows of one configuration."""
+    """What the scheduler knows of one configuration.
+
+    ``curves`` holds the raw per-epoch validation values of finished folds, kept
+    only while the configuration runs or is the incumbent (they serve as the
+    reference of fold stopping); ``stopped_early`` the folds stopped before their
+    last epoch.
+    """
 
     config_id: int
     params: Any
@@ -45,6 +51,13 @@ class ConfigState:
     error: str | None = None
     skipped: int = 0  # folds never trained because the configuration was stopped
     version: int = 0  # heap entries with another version are stale
+    curves: dict[int, list[float]] = field(default_factory=dict)
+    stopped_early: set[int] = field(default_factory=set)
+
+    def __setstate__(self, state: dict) -> None:
+        # schedulers pickled before curves existed lack the newer fields
+        self.__dict__.update(curves={}, stopped_early=set())
+        self.__dict__.update(state)
 
     @property
     def mean(self) -> float:
@@ -83,6 +96,10 @@ class FoldScheduler:
     match the incumbent's mean keep their folds ahead of new configurations, and a
     configuration that is behind has at most one fold in flight once no new
     configuration may start.
+
+    For fold stopping, :meth:`finish` also takes a fold's learning curve, and
+    :meth:`reference` gives the incumbent's curve on a fold to the fold that starts
+    next on it.
 
     Parameters
     ----------
@@ -223,6 +240,7 @@ class FoldScheduler:
         c.skipped += len(c.todo)
         c.todo = []
         c.status = status
+        c.curves = {}  # it can never be the incumbent, so never a reference
         c.version += 1
         self._events.append((status, c.config_id, c.mean))
 
@@ -238,16 +256,45 @@ class FoldScheduler:
         """The inner searcher has no more configurations."""
         self.closed = True
 
+    def retry(self, config_id: int) -> None:
+        """Run a failed configuration's unfinished folds again (a resumed search, its cause fixed)."""
+        c = self.configs[config_id]
+        if c.status != "failed":
+            raise ValueError(f"config_id: expected a failed configuration, but {config_id} is {c.status}")
+        c.todo = [f for f in range(self.cv_folds) if f not in c.scores and f not in c.running]
+        c.skipped = 0
+        c.status, c.error = "running", None
+        if c.todo:
+            self._push(c)
+
     # -- outcomes ---------------------------------------------------------------
-    def finish(self, config_id: int, fold: int, score: float) -> None:
-        """Record the validation score of a finished fold."""
+    def finish(self, config_id: int, fold: int, score: float, curve: Sequence[float] | None = None,
+               stopped_early: bool = False) -> None:
+        """Record the validation score of a finished fold.
+
+        Parameters
+        ----------
+        config_id, fold : int
+            The fold that finished.
+        score : float
+            Its validation score; ``None`` or non-finite fails the configuration.
+        curve : sequence of float, optional
+            Its raw per-epoch validation values of the metric (not oriented), kept
+            as the reference of :meth:`reference` while they may serve as one.
+        stopped_early : bool
+            Whether the fold stopped before its last epoch.
+        """
         c = self.configs[config_id]
         self._release(c, fold)
         if score is None or not math.isfinite(score):
             return self._fail(c, f"fold {fold} reported a non-finite score {score!r}")
         c.scores[fold] = float(score)
+        if stopped_early:
+            c.stopped_early.add(fold)
         if c.status != "running":
             return  # pruned or failed while this fold was in flight: keep the split, not the status
+        if curve is not None:
+            c.curves[fold] = [math.nan if v is None else float(v) for v in curve]
         if not c.todo and not c.running:
             c.status = "complete"
             c.version += 1
@@ -255,8 +302,18 @@ class FoldScheduler:
             best = self.configs.get(self.incumbent)
             if best is None or (self._o(c.mean), -config_id) > (self._o(best.mean), -best.config_id):
                 self.incumbent = config_id
+                if best is not None:
+                    best.curves = {}  # dethroned for good: the incumbent only ever gets better
+            else:
+                c.curves = {}
         elif c.todo:
             self._push(c)
+
+    def reference(self, fold: int) -> list[float] | None:
+        """The incumbent's raw per-epoch values on ``fold`` (a copy), or None when there are none."""
+        best = self.configs.get(self.incumbent)
+        curve = best.curves.get(fold) if best is not None else None
+        return list(curve) if curve else None
 
     def fail(self, config_id: int, fold: int, error: str) -> None:
         """A fold failed for good: its configuration is ``failed`` and stops."""

@@ -14,7 +14,7 @@ from ray.tune.search import Searcher
 
 from ..space.notation import iter_leaves, sample_space, to_tune
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
-from ..schema import META, SCORE, STATUS, TRIAL_DIR, trial_error
+from ..schema import META, SCORE, STATUS, TRIAL_DIR, UNPICKLE, trial_error
 
 __all__ = ["CVSearcher"]
 
@@ -51,6 +51,13 @@ class CVSearcher(Searcher):
     token : str, optional
         Finds this searcher again with :meth:`live`, also after Ray Tune restored
         it from its experiment folder; defaults to a new unique token.
+    references : bool
+        Give each fold the incumbent's learning curve on that fold (``reference``
+        in the trial's bookkeeping), for a fold-stopping rule.
+    fail_fast : int or None
+        :meth:`halt` when the same error ends the first fold of this many
+        configurations, or at once when the user's code cannot be loaded on a
+        worker; ``None`` never halts.
     """
 
     _live: "weakref.WeakValueDictionary[str, CVSearcher]" = weakref.WeakValueDictionary()
@@ -66,6 +73,8 @@ class CVSearcher(Searcher):
         on_change: Callable[[], None] | None = None,
         path: str | None = None,
         token: str | None = None,
+        references: bool = False,
+        fail_fast: int | None = 3,
     ):
         # Tune checks that every result holds the searcher's metric; fold_score always is there
         super().__init__(metric=SCORE, mode=mode)
@@ -80,6 +89,10 @@ class CVSearcher(Searcher):
         self._rng = random.Random(seed)
         self._trials: dict[str, Run] = {}
         self._inner_ids: dict[int, str] = {}
+        self.references = references
+        self.fail_fast = fail_fast
+        self.halted: dict | None = None
+        self._first_errors: dict[str, set] = {}
         if inner is not None:
             inner.set_search_properties(metric, mode, to_tune(space))
 
@@ -131,7 +144,12 @@ class CVSearcher(Searcher):
         self._trials[trial_id] = run
         params = self.fold_scheduler.configs[run.config_id].params
         self._changed()
-        return {**params, META: {"config_id": run.config_id, "fold": run.fold}}
+        meta = {"config_id": run.config_id, "fold": run.fold}
+        if self.references:  # the worker's fold-stopping rule compares its curve with the incumbent's
+            reference = self.fold_scheduler.reference(run.fold)
+            if reference:
+                meta["reference"] = list(reference)
+        return {**params, META: meta}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         run = self._trials.get(trial_id)
@@ -143,11 +161,68 @@ class CVSearcher(Searcher):
             detail = trial_error(folder) if self.path else None
             self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {detail or f'raised an error (trial {trial_id})'}")
         elif result.get(STATUS) == "failed":
+            first = not self.fold_scheduler.configs[run.config_id].scores
             self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {result.get('error')}")
+            self._fail_fast(run, result, first)
         else:
-            self.fold_scheduler.finish(run.config_id, run.fold, result.get(SCORE))
+            self.fold_scheduler.finish(run.config_id, run.fold, result.get(SCORE), curve=result.get("curve"),
+                                       stopped_early=bool(result.get("stopped_early")))
         self._flush()
         self._changed()
+
+    # -- stopping the whole search ------------------------------------------------
+    def _fail_fast(self, run: Run, result: dict, first: bool) -> None:
+        """Halt on an error that every configuration will meet: retrying or sampling more cannot help.
+
+        That is an error loading the user's code on a worker (an import or
+        unpickling error), or the same error on the first fold of ``fail_fast``
+        configurations while no fold has succeeded yet.
+        """
+        if self.fail_fast is None or self.halted:
+            return
+        error, kind = str(result.get("error")), result.get("error_type")
+        if result.get("phase") == UNPICKLE or kind in ("ModuleNotFoundError", "ImportError"):
+            return self.halt(f"fold {run.fold} of configuration {run.config_id} failed loading the user's code on a "
+                             f"Ray worker, which every fold would: {error}", error)
+        if not first or any(c.scores for c in self.fold_scheduler.configs.values()):
+            return  # a fold that succeeded: the error belongs to some configurations, not to all
+        configs = self._first_errors.setdefault(error, set())
+        configs.add(run.config_id)
+        if len(configs) >= self.fail_fast:
+            self.halt(f"the first fold of configurations {sorted(configs)} failed with the same error, so "
+                      f"every configuration probably will: {error}", error)
+
+    def halt(self, message: str, error: str | None = None) -> None:
+        """Start nothing more; the run ends when the running folds end, and :meth:`reopen` resumes it.
+
+        Configurations that failed with ``error`` are tried again after :meth:`reopen`.
+        """
+        self.halted = {"message": message, "error": error, "budget": self.fold_scheduler.max_fold_trainings}
+        self.fold_scheduler.max_fold_trainings = self.fold_scheduler.n_started
+
+    def stop_all(self) -> None:
+        """A stopper's ``stop_all()``: start nothing more (running folds are asked to stop)."""
+        self.fold_scheduler.close()
+        self.fold_scheduler.max_fold_trainings = self.fold_scheduler.n_started
+
+    def reopen(self, on_restore: bool = False) -> list[int]:
+        """Undo :meth:`halt` for a resumed run: the budget comes back and the halting error's
+        configurations are tried again; their config_ids. ``on_restore``: also once Ray Tune
+        has put back the saved state, which it does when the resumed run starts."""
+        if on_restore:
+            self._reopen = True
+        if not self.halted:
+            return []
+        self.fold_scheduler.max_fold_trainings = self.halted["budget"]
+        error = self.halted["error"]
+        retried = [c.config_id for c in self.fold_scheduler.configs.values()
+                   if c.status == "failed" and error is not None and error in (c.error or "")]
+        for config_id in retried:
+            self.fold_scheduler.retry(config_id)
+            self._inner_ids.pop(config_id, None)  # the inner searcher was told of the failure already
+        self.halted = None
+        self._first_errors = {}
+        return retried
 
     def _flush(self) -> None:
         events = self.fold_scheduler.pop_events()
@@ -178,6 +253,8 @@ class CVSearcher(Searcher):
             "inner_ids": self._inner_ids,
             "rng": self._rng.getstate(),
             "inner": None,
+            "halted": self.halted,
+            "first_errors": self._first_errors,
         }
         if self.inner is not None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -192,6 +269,10 @@ class CVSearcher(Searcher):
         self._trials = state["trials"]
         self._inner_ids = state["inner_ids"]
         self._rng.setstate(state["rng"])
+        self.halted = state.get("halted")
+        self._first_errors = state.get("first_errors", {})
+        if self.__dict__.pop("_reopen", False):  # Tune sets the saved state when the resumed run starts
+            self.reopen()
         if self.inner is not None and state["inner"] is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "inner.pkl")

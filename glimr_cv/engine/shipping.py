@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Any, Iterable
 
-__all__ = ["user_modules", "unimportable", "ship_by_value"]
+__all__ = ["user_modules", "unimportable", "pickled_modules", "ship_by_value"]
 
 _STDLIB = set(sys.stdlib_module_names) | {"builtins", "__main__"}
 
@@ -63,12 +63,78 @@ def unimportable(modules: list[str]) -> list[str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def pickled_modules(payload: bytes) -> list[str]:
+    """Top-level modules that loading the pickle ``payload`` imports, found without loading it.
+
+    Those of its globals (``GLOBAL`` and ``STACK_GLOBAL`` opcodes, memoized strings
+    followed), plus every string that names a module loaded in this process, which
+    covers cloudpickle's ``subimport("module")`` of code pickled by value. An
+    over-estimate at worst: a string that happens to name a module.
+    """
+    import pickletools
+
+    memo: dict[int, Any] = {}
+    pushed: list[Any] = []  # the strings pushed so far (None for other values), for STACK_GLOBAL
+    names = set()
+    for op, arg, _ in pickletools.genops(payload):
+        if op.name in _STRINGS:
+            pushed.append(arg)
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            pushed.append(memo.get(int(arg)))
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[int(arg)] = pushed[-1] if pushed else None
+        elif op.name == "GLOBAL":
+            names.add(arg.split(" ")[0])
+        elif op.name == "STACK_GLOBAL" and len(pushed) >= 2 and isinstance(pushed[-2], str):
+            names.add(pushed[-2])
+        elif op.stack_after:
+            pushed.append(None)
+    names |= {text for text in memo.values() if isinstance(text, str) and text in sys.modules}
+    names |= {text for text in pushed if isinstance(text, str) and text in sys.modules}
+    return sorted({name.split(".")[0] for name in names} - _STDLIB)
+
+
+def _shippable(name: str) -> bool:
+    """Whether module ``name`` can travel by value: loaded here, from Python source."""
+    module = sys.modules.get(name)
+    return module is not None and str(getattr(module, "__file__", "") or "").endswith(".py")
+
+
 def ship_by_value(objects: Iterable[Any]) -> list[str]:
-    """Register the modules of ``objects`` that workers cannot import to be pickled by value; their names."""
+    """Register the modules of ``objects`` that workers cannot import to be pickled by value; their names.
+
+    Repeats on what the pickled ``objects`` still import, so that a module that a
+    shipped module imports travels too.
+
+    Raises
+    ------
+    ImportError
+        Naming a module the workers need but cannot import, which cannot travel by
+        value either (not loaded in this process, or compiled), and what to do.
+    """
     from ray import cloudpickle
 
-    shipped = unimportable(user_modules(objects))
-    for name in shipped:
-        if name in sys.modules:
+    objects = list(objects)
+    shipped: list[str] = []
+    wanted = sorted(set(user_modules(objects)) | set(pickled_modules(cloudpickle.dumps(objects))))
+    for _ in range(5):  # each round pickles again with the newly registered modules by value
+        missing = [name for name in unimportable(wanted) if name not in shipped]
+        if not missing:
+            return shipped
+        stuck = [name for name in missing if not _shippable(name)]
+        if stuck:
+            raise ImportError(
+                f"builder, loader: expected every module they use to be importable by Ray workers, but "
+                f"{stuck} cannot be (not on the workers' Python path) and cannot travel by value (not a Python "
+                "source module loaded here); install it where the workers run, or add its folder to PYTHONPATH "
+                "before Ray starts", name=stuck[0])
+        for name in missing:
             cloudpickle.register_pickle_by_value(sys.modules[name])
+        shipped += missing
+        wanted = pickled_modules(cloudpickle.dumps(objects))
     return shipped

@@ -7,12 +7,16 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import sys
 import tempfile
 import time
+import traceback
 
-from ..schema import META, SCORE, STATUS, TRIAL_DIR
+import numpy as np
+
+from ..schema import META, SCORE, STATUS, TRIAL_DIR, UNPICKLE
 from .fold import TrialSpec, build_model, fold_seed, load_fold, validation_report
 from .quiet import import_tensorflow_quietly, start_tensorflow_quietly
 
@@ -37,29 +41,16 @@ def _better(a: float, b: float | None, mode: str) -> bool:
     return b is None or (a > b if mode == "max" else a < b)
 
 
-def _report_finished_fold(checkpoint) -> bool:
-    """Re-report the final result stored in a finished fold's checkpoint, if any."""
-    if checkpoint is None:
-        return False
-    from ray import tune
-
-    with checkpoint.as_directory() as folder:
-        path = os.path.join(folder, "fold.json")
-        final = json.load(open(path)).get("final") if os.path.exists(path) else None
-    if not final:
-        return False
-    tune.report(final)
-    return True
-
-
 _WORKER_GRADIENTS: set | None = None  # gradient-registry keys before this process's first fold
 
 
-def _prepare_worker(cpus: float | None = None) -> None:
+def _prepare_worker(cpus: float | None = None, deterministic: bool = False) -> None:
     """Once per worker process, before its first fold.
 
     Imports TensorFlow with its start-up lines kept off the terminal (see
-    :mod:`glimr_cv.engine.quiet`). Sizes TensorFlow's thread pools to the ``cpus``
+    :mod:`glimr_cv.engine.quiet`). Turns on memory growth on every visible GPU, so
+    that folds sharing a GPU take memory as they need it, and op determinism if
+    ``deterministic`` (a worker's first search decides it for the process). Sizes TensorFlow's thread pools to the ``cpus``
     a fold reserved (TensorFlow's default is every core of the machine, so two
     1-CPU folds on 2 cores fought over 4 threads and fit 1.15x slower). Freezes the objects alive after the
     Keras/TensorFlow import (~400,000, alive as long as the process) so that the
@@ -71,15 +62,23 @@ def _prepare_worker(cpus: float | None = None) -> None:
     if _WORKER_GRADIENTS is not None:
         return
     import_tensorflow_quietly()
-    if cpus:
-        import tensorflow as tf
+    import tensorflow as tf
 
+    # folds that share a GPU (set_resources({"GPU": 0.25})) must not each take all of its memory
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # TensorFlow already ran an op in this process
+            pass
+    if cpus:
         threads = max(1, int(cpus))
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:  # TensorFlow already ran an op in this process: keep its pools
             pass
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     start_tensorflow_quietly()
     gc.collect()
     gc.freeze()
@@ -112,6 +111,15 @@ def _drop_fold_gradients() -> None:
         del registry[key]
 
 
+def _node_id() -> str | None:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # no Ray runtime (a direct call in a test)
+        return None
+
+
 def _rss_mb() -> float:
     try:
         with open("/proc/self/status") as f:
@@ -120,7 +128,7 @@ def _rss_mb() -> float:
         return math.nan
 
 
-def train_fold(config: dict, spec: TrialSpec) -> None:
+def train_fold(config: dict, spec) -> None:
     """Train one fold, report every epoch and checkpoint the best epoch once.
 
     Each epoch reports the validation metrics plus ``fold_score`` (the best value of
@@ -128,6 +136,21 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     metrics and the fold row's details and profile (:mod:`glimr_cv.schema`),
     ``fold_status`` ("complete" or "failed", with ``error``) and, when complete, a
     checkpoint holding ``model.weights.h5`` and ``fold.json``.
+
+    ``spec`` is a :class:`TrialSpec` or ``(object reference to one,)``, fetched here
+    so that a builder or loader that cannot be unpickled on this worker fails the
+    fold with its error (not retried) instead of crashing the trial. An exception
+    raised by the user's code (builder, loader, fit) likewise ends the fold as
+    "failed": retrying the same code on the same data cannot help. A worker that
+    dies is retried by Ray Tune (``max_failures``).
+
+    A fold stops before its last epoch (``stopped_early``, ``stopped_by``) when
+    ``spec.fold_stopping`` finds its learning curve hopeless against the
+    incumbent's on the same fold (``reference`` in the trial's bookkeeping), or when
+    the driver asks it to (:mod:`glimr_cv.engine.stopping`: a Ray Tune scheduler
+    or stopper). Either way it ends like a finished fold, scored at its best epoch.
+    With ``spec.epoch_checkpoints`` every epoch also leaves the latest state (one
+    checkpoint slot), and a fold restored after a crash continues from there.
     """
     from ray import tune
 
@@ -135,21 +158,167 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
     for name in ("ray.train", "ray.tune"):  # one "checkpoint created" line per fold is noise
         logging.getLogger(name).setLevel(logging.WARNING)
     params, meta = split_config(config)
-    if _report_finished_fold(tune.get_checkpoint()):
+    saved = _saved_state(tune.get_checkpoint())
+    if saved is not None and saved.get("final"):
+        tune.report(saved["final"])
         return  # finished before the driver stopped: never train a fold twice
-    _prepare_worker(tune.get_context().get_trial_resources().required_resources.get("CPU"))
+    where = {"phase": UNPICKLE}
+    try:
+        spec = _resolve(spec)
+        _train(params, meta, spec, started, saved, where)
+    except Exception as err:  # the user's code, or their objects on this worker: retrying cannot help
+        import ray
+
+        if isinstance(err, ray.exceptions.RayError) and where["phase"] != UNPICKLE:
+            raise  # Ray itself failed (a lost node, say): Tune retries the fold
+        tune.report({
+            "config_id": meta["config_id"], "fold": meta["fold"], SCORE: None, STATUS: "failed",
+            "error": f"{type(err).__name__} in {where['phase']}: {_message(err)}",
+            "error_type": type(err).__name__, "phase": where["phase"],
+            "traceback": traceback.format_exc()[-20000:],
+            "worker": f"{os.getpid()}@{socket.gethostname()}", "node": _node_id(),
+            "started_at": started, "ended_at": time.time(),
+        })
+
+
+def _message(err: Exception) -> str:
+    """An exception's message in a line or two: a long one (Ray's carry a traceback) keeps its first and last lines."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    text = " ... ".join([lines[0], lines[-1]]) if len(lines) > 2 else " ".join(lines)
+    return text[:2000]
+
+
+def _resolve(spec):
+    """The :class:`TrialSpec` itself, fetched if it came as ``(object reference,)``."""
+    import ray
+
+    return ray.get(spec[0]) if isinstance(spec, tuple) else spec
+
+
+def _saved_state(checkpoint) -> dict | None:
+    """``fold.json`` of the checkpoint a restored trial starts from, and its ``arrays`` if it holds a latest state."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        path = os.path.join(folder, "fold.json")
+        if not os.path.exists(path):
+            return None
+        saved = json.load(open(path))
+        if saved.get("latest") and not saved.get("final"):
+            with np.load(os.path.join(folder, "state.npz")) as arrays:
+                saved["arrays"] = {k: arrays[k] for k in arrays.files}
+        return saved
+
+
+def _report_finished_fold(checkpoint) -> bool:
+    """Re-report the final result stored in a finished fold's checkpoint, if any."""
+    from ray import tune
+
+    saved = _saved_state(checkpoint)
+    if not saved or not saved.get("final"):
+        return False
+    tune.report(saved["final"])
+    return True
+
+
+_ITERATORS_PER_EPOCH: int | None = None
+
+
+def _iterators_per_epoch() -> int:
+    """How many iterators ``model.fit`` makes of a ``tf.data`` training set per epoch (2 in Keras 3.15).
+
+    A dataset shuffled with a seed draws its next order at each new iterator, so a
+    fold resumed at epoch ``e`` makes ``e`` times this many first and then trains on
+    exactly the orders the uninterrupted fold would have. Measured once per worker
+    on a 16-row dataset rather than assumed, since it is Keras's internal affair.
+    """
+    global _ITERATORS_PER_EPOCH
+    if _ITERATORS_PER_EPOCH is None:
+        import keras
+        import tensorflow as tf
+
+        def rows():
+            return tf.data.Dataset.range(16).shuffle(16, seed=7, reshuffle_each_iteration=True)
+
+        reference, probe = rows(), rows()
+        orders = [list(reference.as_numpy_iterator()) for _ in range(8)]
+        data = probe.map(lambda i: (tf.cast(i, "float32")[None], tf.cast(i, "float32")[None])).batch(16)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+        after = list(probe.as_numpy_iterator())
+        _ITERATORS_PER_EPOCH = orders.index(after) if after in orders else 1
+        keras.backend.clear_session()
+    return _ITERATORS_PER_EPOCH
+
+
+def _epoch_checkpoint(model, state: dict, meta: dict, spec, folder: str):
+    """The latest state of a running fold: every variable, the optimizer's and the best epoch's weights."""
+    from ray import tune
+
+    arrays = {f"v{i}": v.numpy() for i, v in enumerate(model.variables)}
+    arrays.update({f"o{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+    arrays.update({f"b{i}": w for i, w in enumerate(state["weights"] or [])})
+    np.savez(os.path.join(folder, "state.npz"), **arrays)
+    latest = {k: state[k] for k in ("best", "best_epoch", "metrics", "epochs", "curve")}
+    with open(os.path.join(folder, "fold.json"), "w") as f:
+        json.dump({**_plain(meta), "metric": spec.metric, "mode": spec.mode, "latest": latest}, f)
+    return tune.Checkpoint.from_directory(folder)
+
+
+def _plain(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k != "reference"}
+
+
+def _restore(model, state: dict, saved: dict) -> None:
+    """Put a fold's latest saved state back: variables, optimizer, best epoch so far."""
+    arrays = saved["arrays"]
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for prefix, variables in (("v", model.variables), ("o", model.optimizer.variables)):
+        for i, v in enumerate(variables):
+            v.assign(arrays[f"{prefix}{i}"])
+    state.update(saved["latest"])
+    n_best = sum(1 for k in arrays if k.startswith("b"))
+    state["weights"] = [arrays[f"b{i}"] for i in range(n_best)] or None
+
+
+def _train(params: dict, meta: dict, spec, started: float, saved: dict | None, where: dict) -> None:
+    from ray import tune
+
+    from .racing import orient
+    from .stopping import stop_requested
+
+    where["phase"] = "prepare the worker"
+    _prepare_worker(tune.get_context().get_trial_resources().required_resources.get("CPU"),
+                    getattr(spec, "deterministic", False))
     import keras
 
     _drop_fold_gradients()
     clock = time.perf_counter()
+    where["phase"] = "builder"
     key = (spec.run_id, meta["config_id"]) if spec.reuse_models else None
     model, reused = build_model(params, spec, fold_seed(spec, meta["config_id"], meta["fold"]), key=key)
     build_seconds, clock = time.perf_counter() - clock, time.perf_counter()
+    where["phase"] = "loader"
     train_ds, val_ds = load_fold(params, spec, meta["fold"])
     load_seconds = time.perf_counter() - clock
 
     trial_id = tune.get_context().get_trial_id()
-    state = {"best": None, "best_epoch": None, "weights": None, "metrics": {}, "error": None, "epochs": 0}
+    epochs = int(params["optimization"]["epochs"])
+    state = {"best": None, "best_epoch": None, "weights": None, "metrics": {}, "error": None, "epochs": 0,
+             "curve": [], "stopped_by": None}
+    resumed_from = 0
+    if saved is not None and saved.get("latest") and model.built:
+        where["phase"] = "restore the fold's latest epoch"
+        _restore(model, state, saved)
+        resumed_from = state["epochs"]
+        for _ in range(resumed_from * _iterators_per_epoch()):
+            iter(train_ds)  # each new iterator draws the next shuffle order
+    rule = getattr(spec, "fold_stopping", None)
+    reference = orient(meta.get("reference") or [], spec.mode)
+    polls = getattr(spec, "driver_stops", False)
+    keep_latest = getattr(spec, "epoch_checkpoints", False)
 
     class _Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -163,29 +332,50 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
                     return
             report = validation_report(logs, spec)
             score = report[spec.metric]
+            state["curve"].append(score)
             if _better(score, state["best"], spec.mode):
                 state.update(best=score, best_epoch=epoch + 1, weights=self.model.get_weights(), metrics=report)
             report.update(epoch=epoch + 1, **{SCORE: state["best"]})
-            tune.report(report)
-            if spec.stopper is not None and spec.stopper(trial_id, {**report, "training_iteration": epoch + 1}):
+            stop = None
+            if epoch + 1 < epochs:
+                if rule is not None and reference and rule.should_stop(orient(state["curve"], spec.mode), reference, epochs):
+                    stop = "fold_stopping"
+                elif polls:
+                    stop = stop_requested(trial_id)
+            checkpoint = None
+            if keep_latest and stop is None and epoch + 1 < epochs and state["weights"] is not None:
+                folder = tempfile.mkdtemp()
+                checkpoint = _epoch_checkpoint(self.model, state, meta, spec, folder)
+            tune.report(report, checkpoint=checkpoint)
+            if checkpoint is not None:
+                shutil.rmtree(folder, ignore_errors=True)  # Tune copied it into the trial folder
+            if stop is not None:
+                state["stopped_by"] = stop
                 self.model.stop_training = True
 
     fit_kwargs = {"shuffle": False, **spec.fit_kwargs}  # tf.data pipelines shuffle themselves
     callbacks = [_Report(), *fit_kwargs.pop("callbacks", [])]
     clock = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=int(params["optimization"]["epochs"]),
-              callbacks=callbacks, verbose=0, **fit_kwargs)
+    where["phase"] = "fit"
+    if resumed_from < epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=resumed_from,
+                  callbacks=callbacks, verbose=0, **fit_kwargs)
     fit_seconds = time.perf_counter() - clock
 
+    where["phase"] = "save the fold"
     final = {
         **state["metrics"],
         SCORE: state["best"],
         "score": state["best"],
         "best_epoch": state["best_epoch"],
         "epochs": state["epochs"],
+        "stopped_early": state["stopped_by"] is not None,
+        "stopped_by": state["stopped_by"],
+        "curve": state["curve"],
         "fit_seconds": fit_seconds,
         "model_reused": reused,
         "worker": f"{os.getpid()}@{socket.gethostname()}",
+        "node": _node_id(),
         "started_at": started,
         "build_seconds": build_seconds,
         "load_seconds": load_seconds,
@@ -193,6 +383,8 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
         "config_id": meta["config_id"],
         "fold": meta["fold"],
     }
+    if resumed_from:
+        final["resumed_from_epoch"] = resumed_from
     if state["error"] is None and state["best"] is None:
         state["error"] = f"{spec.metric} was never finite in {state['epochs']} epochs"
     if state["error"] is not None:
@@ -204,6 +396,6 @@ def train_fold(config: dict, spec: TrialSpec) -> None:
             model.save_weights(os.path.join(tmp, "model.weights.h5"))
             final.update(save_seconds=time.perf_counter() - clock, ended_at=time.time(), **{STATUS: "complete"})
             with open(os.path.join(tmp, "fold.json"), "w") as f:
-                json.dump({**meta, "metric": spec.metric, "mode": spec.mode, "final": final}, f)
+                json.dump({**_plain(meta), "metric": spec.metric, "mode": spec.mode, "final": final}, f)
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
     del model, train_ds, val_ds, state  # freed by the next fold's clear_session (or reused)

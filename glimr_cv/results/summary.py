@@ -43,6 +43,10 @@ class SearchResults:
         Fold trainings started.
     fold_trainings_saved : int
         Fold trainings racing skipped.
+    epoch_trainings : int
+        Epochs trained over all folds (a fold stopped early counts its epochs so far).
+    folds_stopped_early : int
+        Folds that ended before their last epoch (``folds.stopped_early``).
     """
 
     path: str
@@ -55,6 +59,8 @@ class SearchResults:
     result_grid: Any = None
     fold_trainings: int = 0
     fold_trainings_saved: int = 0
+    epoch_trainings: int = 0
+    folds_stopped_early: int = 0
     reporter: dict = field(default_factory=dict)
     builder: Callable | None = field(default=None, repr=False)
 
@@ -185,6 +191,8 @@ def collect_results(path: str, scheduler, *, metric: str, mode: str, cv_folds: i
         result_grid=result_grid,
         fold_trainings=scheduler.n_started if scheduler is not None else len(folds),
         fold_trainings_saved=scheduler.fold_trainings_saved if scheduler is not None else 0,
+        epoch_trainings=int(pd.to_numeric(folds.get("epochs"), errors="coerce").fillna(0).sum()) if len(folds) else 0,
+        folds_stopped_early=int(folds["stopped_early"].eq(True).sum()) if "stopped_early" in folds else 0,
         reporter=reporter,
         builder=builder,
     )

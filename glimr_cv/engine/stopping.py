@@ -1,0 +1,194 @@
+"""Ray Tune schedulers and stoppers, made fold-correct.
+
+Ray Tune ends a trial that a scheduler (ASHA, median stopping) or a stopper
+stops by killing its training loop: a fold stopped that way would leave no
+checkpoint and no final report, and vanish from the results. Here the decision
+is taken in the driver as Tune would take it, but instead of killing the trial
+it is posted to the fold (:func:`request_stop`, Ray's key-value store); the
+fold reads it after its next epoch (:func:`stop_requested`), stops and ends like
+any finished fold: scored at its best epoch, checkpointed, ``stopped_early``.
+
+:class:`FoldStops` wraps the user's scheduler and stopper for the Tuner.
+Schedulers that pause or mutate trials (population based training, synchronous
+HyperBand) cannot work with folds and are refused by :func:`check_scheduler`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+from ray.tune.schedulers import TrialScheduler
+
+from ..checks import expected
+from ..schema import SCORE
+
+__all__ = ["FoldStops", "check_scheduler", "as_stopper", "request_stop", "stop_requested", "clear_stop"]
+
+_NAMESPACE = "glimr_cv"
+
+
+def _key(trial_id: str) -> bytes:
+    return f"stop/{trial_id}".encode()
+
+
+def request_stop(trial_id: str, reason: str) -> None:
+    """Ask the fold of ``trial_id`` to stop after its current epoch."""
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_put(_key(trial_id), reason.encode(), overwrite=True, namespace=_NAMESPACE)
+
+
+def stop_requested(trial_id: str) -> str | None:
+    """Why the driver asked this fold to stop ("scheduler" or "stopper"), or None."""
+    from ray.experimental import internal_kv
+
+    if not internal_kv._internal_kv_initialized():
+        return None
+    value = internal_kv._internal_kv_get(_key(trial_id), namespace=_NAMESPACE)
+    return value.decode() if value else None
+
+
+def clear_stop(trial_id: str) -> None:
+    from ray.experimental import internal_kv
+
+    if internal_kv._internal_kv_initialized():
+        internal_kv._internal_kv_del(_key(trial_id), namespace=_NAMESPACE)
+
+
+def check_scheduler(scheduler: Any) -> Any:
+    """``scheduler`` if it can stop folds; a clear error for one that pauses or mutates trials."""
+    if scheduler is None:
+        return None
+    from ray.tune.schedulers import HyperBandScheduler, PopulationBasedTraining, ResourceChangingScheduler
+
+    if not isinstance(scheduler, TrialScheduler):
+        raise TypeError(expected("scheduler", "a ray.tune TrialScheduler such as ASHAScheduler() or None", scheduler))
+    refused = {
+        PopulationBasedTraining: "it changes a trial's configuration mid-training, but a fold must train one "
+                                 "configuration from start to end",
+        HyperBandScheduler: "it pauses and resumes trials in brackets, but folds run to their end or stop",
+        ResourceChangingScheduler: "it changes a running trial's resources",
+    }
+    for kind, why in refused.items():
+        if isinstance(scheduler, kind):
+            raise ValueError(f"scheduler: expected a scheduler that only stops trials (ASHAScheduler, "
+                             f"MedianStoppingRule, FIFOScheduler), but got {type(scheduler).__name__}: {why}")
+    return scheduler
+
+
+class _CriteriaStopper:
+    """Ray Tune's dict stopping criteria: stop when any ``result[key] >= value``."""
+
+    def __init__(self, criteria: Mapping[str, float]):
+        self.criteria = dict(criteria)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return any(key in result and result[key] is not None and result[key] >= value
+                   for key, value in self.criteria.items())
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def as_stopper(stopper: Any, reported: list[str] | None = None) -> Any:
+    """``stopper`` as an object with ``__call__(trial_id, result)`` and ``stop_all()``.
+
+    Accepts a ``ray.tune.Stopper``, a function ``(trial_id, result) -> bool`` or
+    Ray Tune's dict criteria ``{"training_iteration": 10, "val_auc": 0.99}``
+    (stop a fold when any reported value reaches its bound). With ``reported``,
+    dict keys must be among those reported names.
+    """
+    if stopper is None:
+        return None
+    if isinstance(stopper, Mapping):
+        for key, value in stopper.items():
+            if reported is not None and key not in reported:
+                raise ValueError(expected(f"stopper[{key!r}]", f"a reported name, one of {sorted(reported)}", key))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise TypeError(expected(f"stopper[{key!r}]", "a number", value))
+        return _CriteriaStopper(stopper)
+    if not callable(stopper):
+        raise TypeError(expected("stopper", "a ray.tune.Stopper, a callable(trial_id, result) -> bool or a dict "
+                                 "of stopping criteria", stopper))
+    return stopper
+
+
+class FoldStops(TrialScheduler):
+    """A Tune scheduler that lets the user's scheduler and stopper stop folds gracefully.
+
+    Each epoch's result goes to ``stopper`` and then to ``scheduler``, as in Ray
+    Tune. A "stop" becomes a request to the fold (:func:`request_stop`) and Tune
+    is told to continue, so the fold ends by itself after its next epoch. When
+    ``stopper.stop_all()`` is true, every running fold is asked to stop and
+    ``on_stop_all`` is called once (the searcher then starts nothing new).
+    """
+
+    def __init__(self, scheduler: TrialScheduler | None = None, stopper: Any = None, mode: str = "max",
+                 on_stop_all: Callable[[], None] | None = None):
+        from ray.tune.schedulers import FIFOScheduler
+
+        super().__init__()
+        self.scheduler = check_scheduler(scheduler) or FIFOScheduler()
+        self.mode = mode
+        self.stopper = stopper
+        self.on_stop_all = on_stop_all
+        self.stopped_all = False
+        self._metric = SCORE  # in every result, failed folds' included, for Tune's metric check
+
+    @property
+    def supports_buffered_results(self):
+        return False  # one epoch at a time, so a stop request lands after the epoch that earned it
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        from ray.tune.result import DEFAULT_METRIC
+
+        if getattr(self.scheduler, "metric", None) in (None, DEFAULT_METRIC):
+            # a scheduler made without metric and mode follows the search's fold score
+            self.scheduler.set_search_properties(SCORE, self.mode, **spec)
+        return True
+
+    def _inner(self, method: str, *args):
+        return getattr(self.scheduler, method)(*args)
+
+    def on_trial_add(self, tune_controller, trial):
+        self._inner("on_trial_add", tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial):
+        clear_stop(trial.trial_id)
+        self._inner("on_trial_error", tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if "fold_status" in result:  # a fold's last report: it is ending anyway
+            return TrialScheduler.CONTINUE
+        reason = None
+        if self.stopper is not None:
+            if self.stopper(trial.trial_id, result):
+                reason = "stopper"
+            if not self.stopped_all and getattr(self.stopper, "stop_all", lambda: False)():
+                self.stopped_all = True
+                for other in tune_controller.get_live_trials():
+                    request_stop(other.trial_id, "stopper")
+                if self.on_stop_all is not None:
+                    self.on_stop_all()
+        metric = getattr(self.scheduler, "metric", None)
+        if reason is None and (metric is None or metric in result):
+            if self.scheduler.on_trial_result(tune_controller, trial, result) == TrialScheduler.STOP:
+                reason = "scheduler"
+        if reason is not None:
+            request_stop(trial.trial_id, reason)
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        clear_stop(trial.trial_id)
+        self._inner("on_trial_complete", tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        clear_stop(trial.trial_id)
+        self._inner("on_trial_remove", tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        return self.scheduler.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return f"FoldStops over {self.scheduler.debug_string()}"

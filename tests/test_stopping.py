@@ -1,0 +1,271 @@
+"""Folds that stop early (Tune schedulers, stoppers, the fold-stopping rule), fail-fast, and resuming a fold."""
+
+import math
+import os
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+import e2e_helpers as h
+from glimr_cv.engine import stopping
+from glimr_cv.engine.stopping import FoldStops, as_stopper, check_scheduler
+
+
+# -- pure: which schedulers, what stoppers ---------------------------------------------------------------
+def test_schedulers_that_pause_or_mutate_trials_are_refused_with_the_reason():
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule, PopulationBasedTraining
+
+    assert check_scheduler(None) is None
+    asha = ASHAScheduler()
+    assert check_scheduler(asha) is asha and check_scheduler(MedianStoppingRule()) is not None
+    with pytest.raises(ValueError, match=r"scheduler: expected a scheduler that only stops trials .* but got "
+                                         r"PopulationBasedTraining: it changes a trial's configuration mid-training"):
+        check_scheduler(PopulationBasedTraining(hyperparam_mutations={"lr": [0.1, 0.01]}))
+    with pytest.raises(ValueError, match="but got HyperBandScheduler: it pauses and resumes trials"):
+        check_scheduler(HyperBandScheduler())
+    with pytest.raises(TypeError, match="scheduler: expected a ray.tune TrialScheduler .* but got 'asha'"):
+        check_scheduler("asha")
+
+
+def test_dict_criteria_stop_when_any_reported_value_reaches_its_bound():
+    stop = as_stopper({"epoch": 3, "acc": 0.9}, ["epoch", "acc"])
+    assert not stop("t", {"epoch": 2, "acc": 0.5})
+    assert stop("t", {"epoch": 3, "acc": 0.5}) and stop("t", {"epoch": 1, "acc": 0.95})
+    assert stop.stop_all() is False
+    with pytest.raises(ValueError, match=r"stopper\['val_acc'\]: expected a reported name, one of \['acc', 'epoch'\], "
+                                         r"but got 'val_acc'"):
+        as_stopper({"val_acc": 0.9}, ["epoch", "acc"])
+    with pytest.raises(TypeError, match=r"stopper\['epoch'\]: expected a number, but got '3'"):
+        as_stopper({"epoch": "3"}, ["epoch"])
+    with pytest.raises(TypeError, match="stopper: expected a ray.tune.Stopper, a callable"):
+        as_stopper(5)
+
+
+class _Controller:
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_live_trials(self):
+        return self.trials
+
+
+def _posted(monkeypatch):
+    posted = {}
+    monkeypatch.setattr(stopping, "request_stop", lambda trial_id, reason: posted.__setitem__(trial_id, reason))
+    return posted
+
+
+def test_a_stop_becomes_a_request_to_the_fold_and_tune_is_told_to_continue(monkeypatch):
+    from ray.tune.schedulers import TrialScheduler
+
+    posted = _posted(monkeypatch)
+    wrapper = FoldStops(stopper=lambda trial_id, result: result["epoch"] >= 2, mode="max")
+    wrapper.set_search_properties(None, None)
+    t1, t2 = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    controller = _Controller([t1, t2])
+    assert wrapper.on_trial_result(controller, t1, {"epoch": 1, "fold_score": 0.5}) == TrialScheduler.CONTINUE
+    assert posted == {}
+    assert wrapper.on_trial_result(controller, t1, {"epoch": 2, "fold_score": 0.5}) == TrialScheduler.CONTINUE
+    assert posted == {"a": "stopper"}
+    # a fold's final report is never judged: it is ending anyway
+    assert wrapper.on_trial_result(controller, t2, {"epoch": 9, "fold_status": "complete"}) == TrialScheduler.CONTINUE
+    assert "b" not in posted
+
+
+def test_stop_all_asks_every_running_fold_and_the_searcher_once(monkeypatch):
+    from ray.tune import Stopper
+
+    posted = _posted(monkeypatch)
+    calls = []
+
+    class AfterTwo(Stopper):
+        def __init__(self):
+            self.seen = 0
+
+        def __call__(self, trial_id, result):
+            self.seen += 1
+            return False
+
+        def stop_all(self):
+            return self.seen >= 2
+
+    wrapper = FoldStops(stopper=AfterTwo(), mode="max", on_stop_all=lambda: calls.append(1))
+    trials = [SimpleNamespace(trial_id=i) for i in "abc"]
+    controller = _Controller(trials)
+    wrapper.on_trial_result(controller, trials[0], {"epoch": 1, "fold_score": 0.1})
+    assert posted == {} and calls == []
+    wrapper.on_trial_result(controller, trials[1], {"epoch": 1, "fold_score": 0.1})
+    wrapper.on_trial_result(controller, trials[2], {"epoch": 1, "fold_score": 0.1})
+    assert posted == {"a": "stopper", "b": "stopper", "c": "stopper"} and calls == [1]
+
+
+def test_a_tune_scheduler_without_a_metric_follows_the_fold_score_and_its_stop_is_posted(monkeypatch):
+    from ray.tune.schedulers import MedianStoppingRule, TrialScheduler
+
+    posted = _posted(monkeypatch)
+    inner = MedianStoppingRule()
+    inner.on_trial_result = lambda controller, trial, result: TrialScheduler.STOP
+    wrapper = FoldStops(inner, mode="min")
+    wrapper.set_search_properties(None, None)
+    assert inner.metric == "fold_score" and inner._mode == "min"
+    assert wrapper.metric == "fold_score"  # Tune checks every result for it, failed folds' too
+    trial = SimpleNamespace(trial_id="x")
+    assert wrapper.on_trial_result(_Controller([trial]), trial, {"fold_score": 1.0}) == TrialScheduler.CONTINUE
+    assert posted == {"x": "scheduler"}
+
+
+# -- end to end ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_session(ray_local):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(h)
+    yield ray_local
+
+
+def _check_stopped_folds(results, reason):
+    folds = results.folds
+    stopped = folds[folds["stopped_early"].eq(True)]
+    assert len(stopped), "no fold stopped early"
+    assert set(stopped["stopped_by"]) == {reason}
+    assert set(stopped["status"]) == {"complete"}
+    for row in stopped.itertuples():
+        assert row.epochs < 6
+        assert os.path.exists(os.path.join(row.checkpoint_path, "model.weights.h5"))
+        assert row.score == pytest.approx(row.digit_accuracy) and 1 <= row.best_epoch <= row.epochs
+    # every split is in the table: a stopped fold is a finished fold
+    assert (results.table["folds_done"] == results.cv_folds).all()
+    assert results.folds_stopped_early == len(stopped)
+    assert results.epoch_trainings == int(folds["epochs"].sum()) < 6 * len(folds)
+    return stopped
+
+
+@pytest.mark.slow
+def test_folds_stopped_by_asha_end_scored_checkpointed_and_marked(ray_session, tmp_path):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from glimr_cv import Search, load_results
+
+    search = Search(h.space(epochs=6), h.digits_builder, h.digits_loader, cv_folds=2, racing=None, seed=1)
+    results = search.experiment(str(tmp_path), name="asha", num_samples=4, check=False,
+                                scheduler=ASHAScheduler(max_t=6, grace_period=1, reduction_factor=3))
+    _check_stopped_folds(results, "scheduler")
+    again = load_results(str(tmp_path), "asha")  # from the folder alone
+    pd.testing.assert_frame_equal(again.table, results.table)
+    assert again.folds_stopped_early == results.folds_stopped_early
+
+
+@pytest.mark.slow
+def test_a_stopper_dict_and_stop_all_end_folds_gracefully(ray_session, tmp_path):
+    from ray.tune import Stopper
+
+    from glimr_cv import Search
+
+    search = Search(h.space(epochs=6), h.digits_builder, h.digits_loader, cv_folds=2, racing=None, seed=1,
+                    stopper={"epoch": 2})
+    results = search.experiment(str(tmp_path), name="dict", num_samples=2, check=False)
+    stopped = _check_stopped_folds(results, "stopper")
+    assert len(stopped) == len(results.folds) and (stopped["epochs"] <= 3).all()
+
+    class Enough(Stopper):
+        def __init__(self):
+            self.results = 0
+
+        def __call__(self, trial_id, result):
+            self.results += 1
+            return False
+
+        def stop_all(self):
+            return self.results >= 3
+
+    search = Search(h.space(epochs=6), h.digits_builder, h.digits_loader, cv_folds=2, racing=None, seed=1,
+                    stopper=Enough())
+    results = search.experiment(str(tmp_path), name="all", num_samples=6, check=False)
+    folds = results.folds
+    assert len(folds) <= 3  # the running folds, and the pending one at most: nothing new started
+    assert folds["stopped_early"].eq(True).any() and set(folds["status"]) == {"complete"}
+    assert "incomplete" in set(results.table["status"])
+
+
+@pytest.mark.slow
+def test_the_fold_stopping_rule_stops_hopeless_folds_and_restore_keeps_them(ray_session, tmp_path):
+    from glimr_cv import PairedCurve, Search
+
+    space = h.space(epochs=6)
+    space["optimization"]["learning_rate"] = {0.0001, 0.01}  # the slow ones are hopeless next to the fast
+    search = Search(space, h.digits_builder, h.digits_loader, cv_folds=2, racing="forgiving", seed=3,
+                    fold_stopping=PairedCurve(grace=1, patience=1))
+    results = search.experiment(str(tmp_path), name="curves", num_samples=6, check=False, max_concurrent_trials=1)
+    folds = results.folds
+    stopped = folds[folds["stopped_early"].eq(True)]
+    assert len(stopped) and set(stopped["stopped_by"]) == {"fold_stopping"}
+    assert set(stopped["status"]) == {"complete"} and stopped["checkpoint_path"].notna().all()
+    best = results.best_config_id
+    assert not folds[folds["config_id"] == best]["stopped_early"].any()
+    assert results.epoch_trainings < 6 * len(folds)
+    restored = Search.restore(str(tmp_path), "curves")
+    pd.testing.assert_frame_equal(restored.table, results.table)
+    assert restored.folds_stopped_early == results.folds_stopped_early
+
+
+@pytest.mark.slow
+def test_an_error_every_configuration_meets_stops_the_search_once_and_it_resumes(ray_session, tmp_path):
+    from glimr_cv import Search, SearchHalted
+
+    marker = tmp_path / "fixed"
+    space = h.space(epochs=1)
+    space["data"]["fixed_marker"] = str(marker)
+    search = Search(space, h.broken_until_builder, h.marker_loader, cv_folds=2, racing=None, seed=0)
+    with pytest.raises(SearchHalted, match=r"(?s)search stopped early: the first fold of configurations \[0, 1, 2\] "
+                                           r"failed with the same error.*ValueError in builder: the builder is broken "
+                                           r"until the marker exists.*Search.restore\(") as halted:
+        search.experiment(str(tmp_path), name="broken", num_samples=5, check=False)
+    results = halted.value.results
+    assert results.fold_trainings <= 7  # 3 configurations of 2 folds and a pending one at most, not 10
+    failed = results.folds[results.folds["status"] == "failed"]
+    assert len(failed) >= 3 and failed["trial_id"].is_unique
+    # not retried: one attempt per fold, so each failed trial folder has no error.txt from a crash
+    marker.write_text("fixed")
+    resumed = Search.restore(str(tmp_path), "broken")
+    assert (resumed.table["status"] == "complete").sum() == 5
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_load_the_users_objects_fails_fast_without_retries(ray_session, tmp_path):
+    from glimr_cv import Search, SearchHalted
+
+    search = Search(h.space(epochs=1), h.digits_builder, h.driver_only_loader, cv_folds=2, racing=None,
+                    loader_kwargs={"token": h.DriverOnly()}, max_failures=2)
+    with pytest.raises(SearchHalted, match=r"failed loading the user's code on a Ray worker, which every fold "
+                                           r"would: .*lab_only_module"):
+        search.experiment(str(tmp_path), name="unpicklable", num_samples=4, check=False)
+    trials = [d for d in os.listdir(tmp_path / "unpicklable") if d.startswith("c0")]
+    assert 1 <= len(trials) <= 3  # the first folds only, each tried once
+    assert not any(os.path.exists(tmp_path / "unpicklable" / d / "error.txt") for d in trials)
+
+
+@pytest.mark.slow
+def test_a_fold_killed_mid_way_resumes_from_its_last_epoch_with_the_same_result(ray_session, tmp_path):
+    from glimr_cv import Search
+
+    def run(name, kill):
+        markers = tmp_path / f"markers_{name}"
+        markers.mkdir()
+        fit_kwargs = {"callbacks": [h.kill_once_at_epoch(str(markers), 3)]} if kill else {}
+        search = Search(h.space(epochs=5), h.digits_builder, h.digits_loader, cv_folds=2, racing=None, seed=4,
+                        fit_kwargs=fit_kwargs, max_failures=1, reuse_models=False)
+        search.set_checkpoints(every_epoch=True)
+        results = search.experiment(str(tmp_path), name=name, num_samples=1, check=False, max_concurrent_trials=1)
+        return results, markers
+
+    killed, markers = run("killed", kill=True)
+    assert (markers / "killed").exists()
+    plain, _ = run("plain", kill=False)
+    assert list(killed.folds["status"]) == ["complete", "complete"]
+    cols = ["fold", "digit_accuracy", "best_epoch", "epochs"]
+    pd.testing.assert_frame_equal(killed.folds[cols], plain.folds[cols])
+    curves = [pd.read_json(os.path.join(os.path.dirname(p), "result.json"), lines=True)
+              for p in killed.folds["checkpoint_path"]]
+    resumed = [c["resumed_from_epoch"].dropna().tolist() if "resumed_from_epoch" in c else [] for c in curves]
+    assert [3.0] in resumed  # the killed fold went on from epoch 3, not from 1
