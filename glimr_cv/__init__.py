@@ -11,6 +11,7 @@ The public API, in one place:
 * Data: :func:`kfold_loader`, a ready k-fold loader over in-memory arrays.
 * Racing rules: :class:`Forgiving`, :class:`Aggressive`, :class:`Paired`, :class:`TTest`.
 * Fold-stopping rules: :class:`EpochRule`, :class:`PairedCurve`.
+* Nested cross-validation: :func:`nested_cv`, :class:`NestedResults`.
 * glimr's analysis functions: :func:`experiment_table`, :func:`top_k_trials`,
   :func:`top_k_configs`.
 """
@@ -36,6 +37,8 @@ _LAZY = {
     "predict": ".deploy.batch",
     "predict_ray": ".deploy.batch",
     "serve": ".deploy.serving",
+    "nested_cv": ".nested",
+    "NestedResults": ".nested",
 }
 
 __all__ = [
@@ -69,6 +72,8 @@ __all__ = [
     "predict",
     "predict_ray",
     "serve",
+    "nested_cv",
+    "NestedResults",
 ]
 
 

@@ -40,6 +40,18 @@ class SearchHalted(RuntimeError):
         self.results = results
 
 
+def _slots(resources: dict, max_concurrent_trials: int | None) -> int | None:
+    """Folds that train at once: what the connected Ray's CPUs and GPUs allow, at most ``max_concurrent_trials``."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [int(total.get(key, 0) // need) for key, need in resources.items() if need]
+    slots = min(fits) if fits else None
+    if max_concurrent_trials is not None:
+        slots = max_concurrent_trials if slots is None else min(slots, max_concurrent_trials)
+    return slots
+
+
 def _as_stopper(stopper, reported):
     from .engine.stopping import as_stopper
 
@@ -298,13 +310,16 @@ class Search:
         check: bool = True,
         reuse_actors: bool = True,
         verbose: int = 0,
+        address: str | None = None,
     ) -> SearchResults:
         """Run the search.
 
         Parameters
         ----------
         local_dir : str
-            Folder for experiments; the run writes to ``local_dir/name``.
+            Folder for experiments; the run writes to ``local_dir/name``. On a
+            cluster, a folder every node sees at the same path, or a URI that
+            Ray Tune's storage takes (``s3://bucket/runs``, ``gs://...``).
         name : str, optional
             Experiment name; defaults to a timestamp.
         num_samples : int or None
@@ -328,6 +343,12 @@ class Search:
             a failed fold's error is a line of the leaderboard and its traceback
             stays in its trial folder. 1 or 2 bring back Ray Tune's console output,
             warnings and tracebacks.
+        address : str, optional
+            The Ray cluster to run on: ``"auto"`` (the one ``ray start`` started on
+            this machine) or ``"host:port"`` of its head node. ``None`` uses the Ray
+            this process is connected to, or the cluster in ``RAY_ADDRESS``, or a new
+            local Ray. An address other than the connected Ray's is an error, and so
+            is Ray Client (``ray://``): this process must be a driver on a node.
 
         Returns
         -------
@@ -368,9 +389,9 @@ class Search:
         # Tune's scheduler and stopper decide in the driver; the folds stop themselves when told
         self._driver_stops = scheduler is not None or self.stopper is not None
         stops = FoldStops(scheduler, self.stopper, self.mode, searcher.stop_all) if self._driver_stops else None
-        os.makedirs(path, exist_ok=True)
+        runner.init_ray(verbose, address)  # before the folder exists: a wrong address leaves nothing behind
+        fold_scheduler.slots = _slots(self.resources, max_concurrent_trials)
         save_search(self, path)
-        runner.init_ray(verbose)
         tuner = runner.new_tuner(
             self._spec(), self.resources, searcher, path, scheduler=stops,
             max_concurrent_trials=max_concurrent_trials, reuse_actors=reuse_actors,
@@ -418,6 +439,17 @@ class Search:
             result_grid=result_grid,
         )
 
+    def nested(self, local_dir: str, outer_folds: int = 5, name: str | None = None, final: str = "ensemble",
+               num_samples: int | None = 10, **experiment_kwargs):
+        """Nested cross-validation: one search per outer fold, scored on its held-out rows.
+
+        See :func:`glimr_cv.nested.nested_cv`, which this calls with this search.
+        """
+        from .nested import nested_cv
+
+        return nested_cv(self, local_dir, outer_folds=outer_folds, name=name, final=final, num_samples=num_samples,
+                         **experiment_kwargs)
+
     # -- an experiment folder ------------------------------------------------------
     @classmethod
     def load(cls, local_dir: str, name: str | None = None) -> "Search":
@@ -425,14 +457,16 @@ class Search:
         return load_search(experiment_path(local_dir, name))
 
     @classmethod
-    def restore(cls, local_dir: str, name: str | None = None, verbose: int = 0) -> SearchResults:
+    def restore(cls, local_dir: str, name: str | None = None, verbose: int = 0,
+                address: str | None = None) -> SearchResults:
         """Resume an interrupted experiment and return its results when it finishes.
 
         Finished folds are kept; folds that were running are trained again, and so
         may be one that finished in the last seconds before the crash, before Ray
         Tune saved its state (with the same seed and score); the fold scheduler,
         racing state and inner searcher continue where they were.
-        ``verbose`` is that of :meth:`experiment`.
+        ``verbose`` and ``address`` are those of :meth:`experiment`: resume from any
+        node that sees ``local_dir``.
         """
         from .engine import runner
         from .engine.searcher import CVSearcher
@@ -442,7 +476,7 @@ class Search:
         repair_state(path)
         reopen_search(path)  # after a halt; a finished search just says "finished" again
         check_int("verbose", verbose, 0, 3)
-        runner.init_ray(verbose)
+        runner.init_ray(verbose, address)
         tuner = runner.restore_tuner(path, search._spec(), search.resources, verbose)
         searcher = CVSearcher.live(search._searcher_token)
         if searcher is None:

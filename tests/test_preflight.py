@@ -108,7 +108,7 @@ def test_preflight_can_be_switched_off(tmp_path, monkeypatch):
     search = Search(SMALL, builder, arrays_loader(label_key="label"))
     from glimr_cv.engine import runner
 
-    monkeypatch.setattr(runner, "init_ray", lambda verbose=0: (_ for _ in ()).throw(RuntimeError("ray started")))
+    monkeypatch.setattr(runner, "init_ray", lambda verbose=0, address=None: (_ for _ in ()).throw(RuntimeError("ray started")))
     with pytest.raises(RuntimeError, match="ray started"):  # got past the (skipped) preflight
         search.experiment(str(tmp_path), name="x", num_samples=1, check=False)
     with pytest.raises(ValueError, match="loader: train labels are keyed"):

@@ -891,14 +891,39 @@ def test_a_retried_configuration_runs_its_unfinished_folds_and_can_complete():
     s.finish(0, 0, 0.5)
     s.fail(0, 1, "fold 1: ValueError in builder: broken")
     assert s.configs[0].status == "failed" and s.configs[0].todo == []
-    with pytest.raises(ValueError, match="config_id: expected a failed configuration, but 1 is"):
-        s.add_config("b")
-        s.retry(1)
     s.retry(0)
     c = s.configs[0]
     assert c.status == "running" and c.error is None and c.todo == [1, 2] and c.scores == {0: 0.5}
+    with pytest.raises(ValueError, match="config_id: expected a failed configuration, but 0 is running"):
+        s.retry(0)
     runs = [s.next(), s.next()]
     assert Run(0, 1) in runs and Run(0, 2) in runs
     s.finish(0, 1, 0.6)
     s.finish(0, 2, 0.7)
     assert c.status == "complete" and s.best() == 0
+
+
+def test_the_next_fold_goes_where_its_configurations_model_is_when_it_may_go_first():
+    # two slots, Tune's pending trial: the worker that frees next is the one whose fold started first
+    s = FoldScheduler(3, racing=None, slots=2)
+    assert s.next() == NEW
+    s.add_config("a")
+    assert s.next() == Run(0, 1)
+    s.finish(0, 0, 0.5)  # a slot is free: the worker of config 0 takes the next fold, config 0's
+    assert s.next() == Run(0, 2)
+    assert s.next() == NEW
+    s.add_config("b")  # both slots busy, (0, 1) started first: its worker frees first
+    s.finish(0, 1, 0.5)
+    s.finish(0, 2, 0.5)
+    assert s.configs[0].status == "complete"
+    # with racing, a configuration behind the incumbent is not moved ahead of the heap
+    r = FoldScheduler(2, racing=Forgiving(), slots=1, explore=1)
+    assert r.next() == NEW
+    r.add_config("best")
+    assert r.next() == Run(0, 1)
+    r.finish(0, 0, 0.9)
+    r.finish(0, 1, 0.9)
+    assert r.next() == NEW
+    r.add_config("worse")
+    r.finish(1, 0, 0.1)  # config 1 freed the slot but is hopeless: stopped, not continued
+    assert r.next() == NEW and r.configs[1].status == "pruned"

@@ -14,8 +14,11 @@ def test_the_same_seed_gives_the_same_configurations_and_splits():
     space = validate_space(h.space())
     import random
 
-    assert [sample_space(space, random.Random(7)) for _ in range(3)] == [sample_space(space, random.Random(7))
-                                                                        for _ in range(3)]
+    def configs(seed):
+        rng = random.Random(seed)
+        return [sample_space(space, rng) for _ in range(4)]
+
+    assert configs(7) == configs(7) and configs(7) != configs(8)
     x, y = h.digits_arrays()
     a = kfold_loader(x, {"digit": y}, splitter="stratified", seed=3).folds(4)
     b = kfold_loader(x, {"digit": y}, splitter="stratified", seed=3).folds(4)
@@ -35,12 +38,11 @@ def test_one_slot_and_op_determinism_give_the_same_fold_scores(ray_local, tmp_pa
     def run(name, seed):
         search = Search(h.space(epochs=2), h.digits_builder, h.digits_loader, cv_folds=2, seed=seed,
                         deterministic=True)
-        return search.experiment(str(tmp_path), name=name, num_samples=3, check=False, max_concurrent_trials=1)
+        return search.experiment(str(tmp_path), name=name, num_samples=2, check=False, max_concurrent_trials=1)
 
-    first, second, other = run("a", 5), run("b", 5), run("c", 6)
+    first, second = run("a", 5), run("b", 5)
     config_columns = [c for c in first.table if c.startswith("config/")]
     cols = ["config_id", "fold", "status", "digit_accuracy", "best_epoch"]
     pd.testing.assert_frame_equal(first.folds[cols], second.folds[cols])  # exactly: no tolerance
     pd.testing.assert_frame_equal(first.table[["config_id", *config_columns]],
                                   second.table[["config_id", *config_columns]])
-    assert not first.table[config_columns].equals(other.table[config_columns])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any, Callable
 
@@ -381,6 +382,89 @@ class KFoldLoader:
         self._check_folds(folds)
         self._folds[cv_folds] = folds
         return folds
+
+    # -- nested cross-validation ---------------------------------------------------------
+    def outer_folds(self, outer_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ``(train_rows, test_rows)`` of the outer loop of nested CV: :meth:`folds` with ``outer_folds``.
+
+        The same splitter, groups, stratification and seed as the folds of a
+        search, so that no group is on both sides of an outer split either.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`folds`, naming ``outer_folds``.
+        """
+        check_int("outer_folds", outer_folds, 2, self.n)
+        if not isinstance(self.splitter, str):
+            n_splits = self.splitter.get_n_splits(self._split_x(), self.target, self.groups)
+            if n_splits != outer_folds:
+                raise ValueError(f"outer_folds: expected {n_splits}, the folds splitter {self.splitter!r} makes "
+                                 f"(it is used as given), but got {outer_folds}")
+        try:
+            return self.folds(outer_folds)
+        except ValueError as e:
+            if not str(e).startswith("cv_folds:"):
+                raise
+            # the limits of the splitter, worded for the argument the user gave
+            raise ValueError("outer_folds:" + str(e)[len("cv_folds:"):]) from None
+
+    def subset(self, rows: Any) -> "KFoldLoader":
+        """A loader over ``rows`` only, with the same settings (the inner loop of nested CV).
+
+        Row ``i`` of the new loader is row ``rows[i]`` of this one: features,
+        labels, groups and a stratify array are copied for those rows, and its
+        folds split only them, with this loader's splitter, seed, ``preprocess``
+        (fit on each of its folds' training rows), shuffling and batch sizes.
+        The class is kept (a subclass's attributes are copied as they are, so
+        row-aligned ones of its own are not sliced). This loader is unchanged.
+
+        Parameters
+        ----------
+        rows : array-like of int, or of bool of shape (n,)
+            Distinct row indices in ``[0, n)``, or a mask of the rows to keep.
+
+        Returns
+        -------
+        KFoldLoader
+
+        Raises
+        ------
+        ValueError
+            On repeated or out-of-range indices, a mask of the wrong length, or
+            fewer than 2 rows.
+        TypeError
+            On indices that are not integers.
+        """
+        index = np.asarray(rows)
+        if index.dtype == bool:
+            if index.shape != (self.n,):
+                raise ValueError(f"rows: expected a boolean mask of shape ({self.n},), but got shape {index.shape}")
+            index = np.flatnonzero(index)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise TypeError(f"rows: expected a 1-D array of row indices (ints) or a boolean mask, "
+                            f"but got {index.dtype} of shape {index.shape}")
+        index = index.astype(np.int64)
+        if index.size < 2:
+            raise ValueError(f"rows: expected at least 2 rows to make folds, but got {index.size}")
+        if index.min() < 0 or index.max() >= self.n:
+            bad = index[(index < 0) | (index >= self.n)][0]
+            raise ValueError(f"rows: expected indices in [0, {self.n}), but got {bad}")
+        if np.unique(index).size != index.size:
+            # a repeated row could land in training and validation of the same fold
+            raise ValueError(f"rows: expected distinct indices, but got {index.size - np.unique(index).size} repeated")
+
+        new = copy.copy(self)
+        new.features = ({k: v[index] for k, v in self.features.items()} if isinstance(self.features, dict)
+                        else self.features[index])
+        new.labels = {k: v[index] for k, v in self.labels.items()}
+        new.groups = None if self.groups is None else self.groups[index]
+        new.stratify = self.stratify if isinstance(self.stratify, str) else self.stratify[index]
+        new.n = int(index.size)
+        new._folds = {}  # the folds of these rows, not this loader's
+        if not isinstance(self.splitter, str):
+            new._check_deterministic()
+        return new
 
     # -- preprocessing ---------------------------------------------------------------
     def fitted_preprocess(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS):

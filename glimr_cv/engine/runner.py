@@ -9,15 +9,19 @@ Ray Tune's three kinds of settings stay apart: the *space* belongs to the
 from __future__ import annotations
 
 import os
+import re
+import socket
 from typing import Any
 
 from ray.tune import ProgressReporter
 
+from ..checks import check_type, expected
 from .fold import TrialSpec
 from .quiet import quiet_tune
 from .searcher import CVSearcher
+from .store import split_experiment
 
-__all__ = ["init_ray", "new_tuner", "restore_tuner", "run", "SilentReporter"]
+__all__ = ["init_ray", "ray_resources", "new_tuner", "restore_tuner", "run", "SilentReporter"]
 
 #: Environment of every Ray worker: no TensorFlow C++ info lines, no Python warnings.
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
@@ -33,19 +37,107 @@ class SilentReporter(ProgressReporter):
         pass
 
 
-def init_ray(verbose: int = 0) -> None:
-    """Start a local Ray unless this process is already connected to one."""
+def init_ray(verbose: int = 0, address: str | None = None) -> None:
+    """Connect this process to Ray as a driver, unless it is connected already.
+
+    Parameters
+    ----------
+    verbose : int
+        Nonzero sends the workers' output to this console.
+    address : str, optional
+        The cluster to join: ``"auto"`` (the one ``ray start`` started on this
+        machine, or ``RAY_ADDRESS``'s) or ``"host:port"`` of its head node.
+        ``None`` joins the cluster in ``RAY_ADDRESS`` if it is set, and otherwise
+        starts a local Ray.
+
+    Raises
+    ------
+    TypeError
+        If ``address`` is not a string.
+    ValueError
+        If ``address`` is malformed or a Ray Client address (``ray://``), or names
+        another Ray than the one this process is connected to, or this process is
+        connected through Ray Client.
+    """
     import ray
 
+    check_type("address", address, str, "'auto' or 'host:port'", allow_none=True)
+    from_env = address in (None, "auto") and bool(os.environ.get("RAY_ADDRESS"))  # as ray.init reads them
+    name, wanted = ("RAY_ADDRESS", os.environ["RAY_ADDRESS"]) if from_env else ("address", address)
+    if wanted is not None and wanted.startswith("ray://"):
+        raise ValueError(expected(name, "'auto' or 'host:port' (a driver on a node of the cluster)", wanted,
+                                  _NO_CLIENT))
+    if ray.util.client.ray.is_connected():
+        raise ValueError(f"address: expected a driver connected to Ray directly, but this process is connected "
+                         f"through Ray Client; {_NO_CLIENT}")
+    if address is not None and address != "auto" and not _ADDRESS.fullmatch(address):
+        raise ValueError(expected("address", "'auto' or 'host:port' (e.g. '10.0.0.1:6379')", address))
     if ray.is_initialized():
+        connected = ray.get_runtime_context().gcs_address
+        if address is not None and not _same_address(address, connected):
+            raise ValueError(expected("address", f"None or the Ray this process is connected to ({connected})", address,
+                                      "call ray.shutdown() first to join another cluster"))
         return
     # no worker_process_setup_hook importing TensorFlow: a worker that is slow to start made Tune
     # train every short fold on the first one; quiet runs keep worker output off the driver instead
     runtime_env = {"env_vars": dict(WORKER_ENV)}
     with quiet_tune(verbose):
-        # quiet: worker output stays in Ray's session logs (Tune's log_to_file adds nothing there, and its
-        # stdout Tee raised AttributeError: 'Tee' object has no attribute 'close' at shutdown)
-        ray.init(include_dashboard=False, configure_logging=False, runtime_env=runtime_env, log_to_driver=bool(verbose))
+        # worker output stays in Ray's session logs: Tune's log_to_file writes a fold's stdout and stderr to its
+        # trial folder only with SyncConfig(sync_artifacts=True), and then (Ray 2.60) every worker logs at exit
+        # AttributeError: 'Tee' object has no attribute 'close' (absl's handler closing sys.stderr), and a
+        # reused worker logs "ValueError when calling 'flush'" on the previous fold's closed file
+        ray.init(address=address, include_dashboard=False, configure_logging=False, runtime_env=runtime_env,
+                 log_to_driver=bool(verbose))
+
+
+#: Why Ray Client cannot run a search: Tune would drive it from the head node, away from this process.
+_NO_CLIENT = ("under Ray Client, Ray Tune runs the search in an actor on the head node, where the fold scheduler "
+              "of this process never hears of a fold (every configuration stays 'running'); run the script on a "
+              "node of the cluster, e.g. with `ray job submit`")
+
+#: ``host:port``: a host name, an IPv4 address or a bracketed IPv6 one.
+_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d+")
+
+
+def _same_address(address: str, connected: str) -> bool:
+    """Whether joining ``address`` means the Ray whose GCS is at ``connected``."""
+    if address == "auto":  # as ray.init resolves it: RAY_ADDRESS, else the cluster `ray start` started here
+        from ray._private.utils import read_ray_address
+
+        found = os.environ.get("RAY_ADDRESS") or read_ray_address()
+        return found in (None, "auto") or _same_address(found, connected)
+    return _canonical(address) == _canonical(connected)
+
+
+def _canonical(address: str) -> str:
+    """``ip:port`` of ``host:port``: host names resolved, the loopback as the node's IP (what Ray binds to)."""
+    import ray
+
+    host, _, port = address.rpartition(":")
+    try:
+        host = socket.gethostbyname(host.strip("[]"))
+    except OSError:  # not resolvable here: compare as written
+        pass
+    if host.startswith("127."):
+        host = ray.util.get_node_ip_address()
+    return f"{host}:{port}"
+
+
+def ray_resources(resources: dict) -> dict:
+    """``resources`` as :func:`ray.tune.with_resources` reads them: its own names for CPU, GPU and memory.
+
+    Tune reads ``"cpu"``, ``"gpu"`` (or ``"CPU"``, ``"GPU"``) and ``"memory"``, and takes
+    every other key as a custom resource, so custom resources keep their case
+    (``"Accel"`` is not ``"accel"``). Amounts, fractions included, pass unchanged.
+    """
+    out: dict = {}
+    for key, value in resources.items():
+        name = key.lower() if key.lower() in ("cpu", "gpu", "memory") else key
+        if name in out:
+            raise ValueError(expected("resources", f"{name!r} once", sorted(resources), "names of CPU, GPU and "
+                                      "memory are case-insensitive"))
+        out[name] = value
+    return out
 
 
 def _trainable(spec: TrialSpec, resources: dict):
@@ -57,7 +149,7 @@ def _trainable(spec: TrialSpec, resources: dict):
 
     # as a reference the worker fetches itself, so that a builder it cannot unpickle fails the fold, unretried
     shipped = (ray.put(spec),)
-    return tune.with_resources(tune.with_parameters(train_fold, spec=shipped), {k.lower(): v for k, v in resources.items()})
+    return tune.with_resources(tune.with_parameters(train_fold, spec=shipped), ray_resources(resources))
 
 
 def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str, *, scheduler: Any = None,
@@ -76,9 +168,10 @@ def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str,
         reuse_actors=reuse_actors,  # a new actor per fold spent ~75% of worker time importing TensorFlow
         trial_dirname_creator=trial_dirname,
     )
+    storage_path, name = split_experiment(path)  # a folder or a URI (s3://...), as Tune's storage takes it
     how_to_run = tune.RunConfig(
-        name=os.path.basename(path),
-        storage_path=os.path.dirname(path),
+        name=name,
+        storage_path=storage_path,
         checkpoint_config=tune.CheckpointConfig(**(checkpoint_kwargs or {})),
         failure_config=tune.FailureConfig(max_failures=max_failures),
         progress_reporter=None if verbose else SilentReporter(),  # Tune's notebook reporter clears the cell

@@ -53,10 +53,11 @@ class ConfigState:
     version: int = 0  # heap entries with another version are stale
     curves: dict[int, list[float]] = field(default_factory=dict)
     stopped_early: set[int] = field(default_factory=set)
+    started: dict[int, int] = field(default_factory=dict)  # running fold -> dispatch number
 
     def __setstate__(self, state: dict) -> None:
         # schedulers pickled before curves existed lack the newer fields
-        self.__dict__.update(curves={}, stopped_early=set())
+        self.__dict__.update(curves={}, stopped_early=set(), started={})
         self.__dict__.update(state)
 
     @property
@@ -129,6 +130,7 @@ class FoldScheduler:
         max_configs: int | None = None,
         max_fold_trainings: int | None = None,
         explore: int | None = None,
+        slots: int | None = None,
     ):
         self.cv_folds = check_int("cv_folds", cv_folds, 1)
         self.mode = check_choice("mode", mode, ("max", "min"))
@@ -141,8 +143,11 @@ class FoldScheduler:
         self.n_started = 0
         self.n_running = 0
         self.closed = False
+        self.slots = slots
         self._heap: list[tuple] = []
         self._events: list[tuple[str, int, float]] = []
+        self._dispatched = 0
+        self._freed: int | None = None  # configuration of the fold that ended last
 
     # -- orientation: rules and the heap see "higher is better" -------------
     def _o(self, score: float) -> float:
@@ -188,6 +193,9 @@ class FoldScheduler:
     def next(self) -> Run | str:
         """The next fold to train (already marked started), or NEW, WAIT or DONE."""
         if self._budget_left() > 0:
+            near = self._near_model()
+            if near is not None:
+                return self._dispatch(near)
             passed_over = []
             try:
                 while self._heap:
@@ -222,6 +230,28 @@ class FoldScheduler:
                 self._stop(c, "incomplete")
         return DONE
 
+    def _near_model(self) -> ConfigState | None:
+        """The configuration whose model is likely on the worker the next fold goes to, if it may go first.
+
+        That worker is the one freed last while a slot is free (``n_running <
+        slots``), and otherwise, when the next fold waits for a slot, the one
+        whose running fold started first. A worker that trains another fold of
+        its last configuration reuses that model (no new trace). The
+        configuration goes first only if the heap would give it a fold now anyway:
+        racing does not stop it and it is competitive.
+        """
+        if self.slots is not None and self.n_running < self.slots:
+            config_id = self._freed
+        else:
+            running = [(seq, c.config_id) for c in self.configs.values() for seq in getattr(c, "started", {}).values()]
+            config_id = min(running)[1] if running else None
+        c = self.configs.get(config_id) if config_id is not None else None
+        if c is None or c.status != "running" or not c.todo or self._should_stop(c) or not self._competitive(c):
+            return None
+        if self.racing is not None and self.incumbent is None:
+            return None  # exploring: first folds of new configurations come first
+        return c
+
     def _should_stop(self, c: ConfigState) -> bool:
         if self.racing is None or self.incumbent is None:
             return False
@@ -230,6 +260,8 @@ class FoldScheduler:
     def _dispatch(self, c: ConfigState) -> Run:
         fold = c.todo.pop(0)
         c.running.add(fold)
+        self._dispatched = getattr(self, "_dispatched", 0) + 1
+        c.started[fold] = self._dispatched
         self.n_started += 1
         self.n_running += 1
         if c.todo:
@@ -329,7 +361,9 @@ class FoldScheduler:
     def _release(self, c: ConfigState, fold: int) -> None:
         if fold in c.running:
             c.running.discard(fold)
+            c.started.pop(fold, None)
             self.n_running -= 1
+            self._freed = c.config_id
 
     def pop_events(self) -> list[tuple[str, int, float]]:
         """Status changes since the last call: ``(status, config_id, mean of finished folds)``."""

@@ -99,6 +99,13 @@ def pickled_modules(payload: bytes) -> list[str]:
     return sorted({name.split(".")[0] for name in names} - _STDLIB)
 
 
+def _dumps(objects) -> bytes:
+    """The pickle stream of ``objects`` with arrays left out of band: scanned, not copied."""
+    from ray import cloudpickle
+
+    return cloudpickle.dumps(objects, protocol=5, buffer_callback=lambda buffer: None)
+
+
 def _shippable(name: str) -> bool:
     """Whether module ``name`` can travel by value: loaded here, from Python source."""
     module = sys.modules.get(name)
@@ -121,7 +128,7 @@ def ship_by_value(objects: Iterable[Any]) -> list[str]:
 
     objects = list(objects)
     shipped: list[str] = []
-    wanted = sorted(set(user_modules(objects)) | set(pickled_modules(cloudpickle.dumps(objects))))
+    wanted = sorted(set(user_modules(objects)) | set(pickled_modules(_dumps(objects))))
     for _ in range(5):  # each round pickles again with the newly registered modules by value
         missing = [name for name in unimportable(wanted) if name not in shipped]
         if not missing:
@@ -136,5 +143,5 @@ def ship_by_value(objects: Iterable[Any]) -> list[str]:
         for name in missing:
             cloudpickle.register_pickle_by_value(sys.modules[name])
         shipped += missing
-        wanted = pickled_modules(cloudpickle.dumps(objects))
+        wanted = pickled_modules(_dumps(objects))
     return shipped

@@ -69,7 +69,7 @@ def _fs(path: str):
     if is_uri(path):
         try:
             return pyarrow.fs.FileSystem.from_uri(path)
-        except Exception as err:  # pyarrow.ArrowInvalid for a scheme it cannot open, OSError for storage it cannot reach
+        except Exception as err:  # ArrowInvalid: a scheme pyarrow cannot open; OSError: storage it cannot reach
             raise ValueError(f"local_dir: expected a local path or a URI that pyarrow.fs can open (s3://, gs://, "
                              f"file://, ...), but got {path!r} ({type(err).__name__}: {err})") from None
     return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
@@ -80,8 +80,14 @@ def _files(fs, folder: str, pattern: str) -> list[str]:
     import pyarrow.fs
 
     infos = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
-    return sorted((i.path for i in infos if i.type == pyarrow.fs.FileType.File and fnmatch.fnmatch(i.base_name, pattern)),
-                  key=posixpath.basename)
+    files = [i.path for i in infos if i.type == pyarrow.fs.FileType.File and fnmatch.fnmatch(i.base_name, pattern)]
+    return sorted(files, key=posixpath.basename)
+
+
+def _exists(fs, file: str) -> bool:
+    import pyarrow.fs
+
+    return fs.get_file_info(file).type != pyarrow.fs.FileType.NotFound
 
 
 def _read(fs, file: str) -> bytes:
@@ -102,9 +108,9 @@ def local_folder(path: str) -> str:
 
     A URI's experiment is downloaded to ``$GLIMR_CV_CACHE`` (default
     ``~/.cache/glimr_cv``), in a folder named after the URI, for the readers of
-    trial folders, which use os paths. Each call brings the copy up to date: only
-    files whose size or modification time changed are downloaded again, and files
-    gone from the URI are deleted from the copy.
+    trial folders, which use os paths. Each call brings the copy up to date,
+    downloading only the files whose size or modification time changed; files
+    written into the copy (an exported ensemble, say) stay on this machine.
     """
     if not is_uri(path):
         return path
@@ -113,15 +119,12 @@ def local_folder(path: str) -> str:
     fs, root = _fs(path)
     cache = os.environ.get("GLIMR_CV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "glimr_cv")
     local = os.path.join(cache, hashlib.sha1(path.encode()).hexdigest()[:12], posixpath.basename(root.rstrip("/")))
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-    if not infos and not fs.get_file_info(root).type == pyarrow.fs.FileType.Directory:
-        raise FileNotFoundError(f"local_dir: {path!r} does not exist")
-    wanted = set()
-    for info in infos:
+    if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
+        raise FileNotFoundError(f"{path!r} is not a folder")
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
         if info.type != pyarrow.fs.FileType.File:
             continue
         target = os.path.join(local, *posixpath.relpath(info.path, root).split("/"))
-        wanted.add(target)
         mtime = info.mtime_ns
         try:
             stat = os.stat(target)
@@ -136,10 +139,6 @@ def local_folder(path: str) -> str:
         if mtime is not None:
             os.utime(tmp, ns=(mtime, mtime))
         os.replace(tmp, target)
-    for folder, _, names in os.walk(local):
-        for name in names:
-            if os.path.join(folder, name) not in wanted:
-                os.remove(os.path.join(folder, name))
     os.makedirs(local, exist_ok=True)
     return local
 
@@ -156,7 +155,7 @@ def save_search(search: Any, path: str) -> None:
 
     fs, root = _fs(path)
     file = posixpath.join(root, SEARCH_FILE)
-    if fs.get_file_info(file).type != _not_found():
+    if _exists(fs, file):
         local_dir, name = split_experiment(path)
         raise FileExistsError(f"name: expected a new experiment name, but {path!r} exists; "
                               f"use Search.restore({local_dir!r}, {name!r}) to resume it")
@@ -165,17 +164,11 @@ def save_search(search: Any, path: str) -> None:
         cloudpickle.dump(search, f)
 
 
-def _not_found():
-    import pyarrow.fs
-
-    return pyarrow.fs.FileType.NotFound
-
-
 def load_search(path: str) -> Any:
     """The ``Search`` saved in experiment folder ``path``."""
     fs, root = _fs(path)
     file = posixpath.join(root, SEARCH_FILE)
-    if fs.get_file_info(file).type == _not_found():
+    if not _exists(fs, file):
         raise FileNotFoundError(f"restore: {path!r} is not a glimr_cv experiment (no {SEARCH_FILE})")
     data = _read(fs, file)
     with redirected_stderr():  # a builder's module may import TensorFlow, loudly

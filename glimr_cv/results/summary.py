@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..engine.store import local_folder
 from ..schema import fold_columns
 from .analysis import read_folds
 from .tables import format_leaderboard, scheduler_table
@@ -23,7 +24,7 @@ class SearchResults:
     Attributes
     ----------
     path : str
-        The experiment directory.
+        The experiment directory; for a URI (``s3://...``), its local copy.
     metric, mode : str
         Metric that ranks configurations and its direction.
     table : DataFrame
@@ -177,6 +178,7 @@ def collect_results(path: str, scheduler, *, metric: str, mode: str, cv_folds: i
     the folder (a running or interrupted experiment read from disk): the
     configurations it does not know are "running", or "failed" with a failed fold.
     """
+    path = local_folder(path)  # a URI's experiment, downloaded: its readers here and downstream use os paths
     folds = read_folds(path)
     states = _config_states(scheduler, folds)
     table = scheduler_table(states.values(), metric, mode, cv_folds, folds, metrics)
