@@ -35,8 +35,10 @@ DETAILS = ("score", "best_epoch", "epochs", "stopped_early", "stopped_by", "fit_
 #: checkpoint are timed apart from ``fit_seconds``; ``worker_rss_mb`` is the
 #: worker's memory at the end of the fold.
 PROFILE = ("worker", "node", "started_at", "ended_at", "build_seconds", "load_seconds", "save_seconds", "worker_rss_mb")
-#: Where a fold's files are, why it failed, and its sampled configuration (a nested dict).
-LOCATION = ("checkpoint_path", "trial_id", "error", "config")
+#: Where a fold's files are, why it failed (``traceback``: that of an exception in the user's code,
+#: which travels in the fold's report, so it can be read from any node), and its sampled
+#: configuration (a nested dict).
+LOCATION = ("checkpoint_path", "trial_id", "error", "traceback", "config")
 
 #: A trial's folder name inside the experiment folder.
 TRIAL_DIR = "c{config_id:04d}_f{fold}_{trial_id}"

@@ -220,6 +220,8 @@ def test_an_error_every_configuration_meets_stops_the_search_once_and_it_resumes
     assert results.fold_trainings <= 7  # 3 configurations of 2 folds and a pending one at most, not 10
     failed = results.folds[results.folds["status"] == "failed"]
     assert len(failed) >= 3 and failed["trial_id"].is_unique
+    # the traceback came back in the fold's report, readable wherever the fold ran
+    assert failed["traceback"].str.contains('raise ValueError\\("the builder is broken', regex=True).all()
     # not retried: one attempt per fold, so each failed trial folder has no error.txt from a crash
     marker.write_text("fixed")
     resumed = Search.restore(str(tmp_path), "broken")
@@ -241,7 +243,8 @@ def test_a_worker_that_cannot_load_the_users_objects_fails_fast_without_retries(
 
 
 @pytest.mark.slow
-def test_a_fold_killed_mid_way_resumes_from_its_last_epoch_with_the_same_result(ray_session, tmp_path):
+def test_a_fold_killed_mid_way_resumes_from_its_last_epoch_with_the_same_result_as_the_same_seed(ray_session,
+                                                                                                tmp_path):
     from glimr_cv import Search
 
     def run(name, kill):
@@ -258,6 +261,9 @@ def test_a_fold_killed_mid_way_resumes_from_its_last_epoch_with_the_same_result(
     assert (markers / "killed").exists()
     plain, _ = run("plain", kill=False)
     assert list(killed.folds["status"]) == ["complete", "complete"]
+    # the same seed, one slot, op determinism: the same configuration and, bit for bit, the same fold scores
+    config_columns = [c for c in plain.table if c.startswith("config/")]
+    pd.testing.assert_frame_equal(killed.table[config_columns], plain.table[config_columns])
     cols = ["fold", "digit_accuracy", "best_epoch", "epochs"]
     pd.testing.assert_frame_equal(killed.folds[cols], plain.folds[cols])
     curves = [pd.read_json(os.path.join(os.path.dirname(p), "result.json"), lines=True)

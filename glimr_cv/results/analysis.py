@@ -85,6 +85,7 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
             "checkpoint_path": checkpoints[-1] if checkpoints and status == "complete" else None,
             "trial_id": os.path.basename(trial_dir).split("_", 2)[-1],
             "error": error,
+            "traceback": last.get("traceback") if status == "failed" else None,
             "config": params,
         })
     if not rows:
