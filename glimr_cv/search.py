@@ -282,7 +282,10 @@ class Search:
         does. Turns the usual mistakes (wrong builder tuple, output names or label
         keys that are not the task names, non-dataset loader results, shape
         mismatches, a metric that will not be reported) into errors that say what
-        was expected.
+        was expected. Then finds the modules the pickled builder and loader import
+        that Ray workers could not (a fresh Python with the workers' import path
+        looks for them): those loaded here from source travel by value, and one that
+        cannot is an ``ImportError`` naming it.
 
         Returns
         -------
@@ -296,7 +299,13 @@ class Search:
         """
         from .engine.fold import preflight
 
-        return preflight(self._spec(), sample_space(self._parsed, self.seed))
+        report = preflight(self._spec(), sample_space(self._parsed, self.seed))
+        self._ship()
+        return report
+
+    def _ship(self) -> list[str]:
+        """Register the user's modules that workers cannot import to travel by value (ImportError if one cannot)."""
+        return ship_by_value([self.builder, self.loader, self.stopper, self.space, self.loader_kwargs, self.fit_kwargs])
 
     def experiment(
         self,
@@ -384,8 +393,8 @@ class Search:
         searcher = CVSearcher(self._parsed, fold_scheduler, self.metric, self.mode, self.seed, inner=search_alg,
                               path=path, references=self.fold_stopping is not None, fail_fast=self.fail_fast)
         self._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
-        # before anything is pickled: modules the workers cannot import travel by value
-        ship_by_value([self.builder, self.loader, self.stopper, self.space, self.loader_kwargs, self.fit_kwargs])
+        if not check:  # check() did it: modules the workers cannot import travel by value
+            self._ship()
         # Tune's scheduler and stopper decide in the driver; the folds stop themselves when told
         self._driver_stops = scheduler is not None or self.stopper is not None
         stops = FoldStops(scheduler, self.stopper, self.mode, searcher.stop_all) if self._driver_stops else None
