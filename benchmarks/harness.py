@@ -240,3 +240,126 @@ def replay_fold_trainings(rule, scores: dict, seconds: dict, n_configs: int, n_f
 
     scheduler = FoldScheduler(n_folds, "max", get_rule(rule), max_configs=n_configs)
     return Replay(scheduler, scores, slots=slots, pending=pending, seconds=seconds).run().n_started
+
+
+# -- the AUC workload (racing) -----------------------------------------------------------------------------
+#: The binary task of the racing benchmark: scikit-learn's breast cancer data, validation AUC.
+AUC_TASK = "label"
+AUC_METRIC = f"{AUC_TASK}_auc"
+AUC_FEATURES = 30
+
+
+def auc_arrays():
+    """``(x_cv, y_cv, x_test, y_test)``: breast cancer (569 rows, 30 features, bundled with scikit-learn).
+
+    A stratified :data:`TEST_SIZE` test split (``random_state=SPLIT_SEED``) is kept
+    outside CV; features are standardized with the CV rows' means and standard
+    deviations (the test rows do not inform the scaling). Labels: 1 = benign.
+    Not cached: workers get this function by value, and loading takes milliseconds.
+    """
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x_cv, x_test, y_cv, y_test = train_test_split(x, y, test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED)
+    mean, std = x_cv.mean(axis=0), x_cv.std(axis=0)
+    std[std == 0] = 1.0
+
+    def scale(a):
+        return ((a - mean) / std).astype("float32")
+
+    return scale(x_cv), y_cv.astype("float32"), scale(x_test), y_test.astype("float32")
+
+
+def auc_space(epochs: int) -> dict:
+    """The AUC workload's space: configurations that differ less than the folds do.
+
+    ``units {4,8,16,32}``, ``layers [1,2]``, ``dropout [0,0.5,0.1]``,
+    ``activation {relu,tanh}``, ``method {adam,rms}``,
+    ``learning_rate loguniform(3e-4,1e-2)``, ``batch_size {16,32}``; a sigmoid
+    output ``label`` with binary cross-entropy, metric ``auc`` (Keras ``AUC``),
+    reported as ``label_auc``.
+    """
+    from glimr_cv import loguniform
+
+    return {
+        "units": {4, 8, 16, 32},
+        "layers": [1, 2],
+        "dropout": [0.0, 0.5, 0.1],
+        "activation": {"relu", "tanh"},
+        "tasks": {
+            AUC_TASK: {
+                "loss": {"name": "bce", "loss": "BinaryCrossentropy"},
+                "loss_weight": 1.0,
+                "metrics": [{"name": "auc", "metric": "AUC"}],
+            }
+        },
+        "optimization": {"method": {"adam", "rms"}, "learning_rate": loguniform(3e-4, 1e-2), "epochs": epochs},
+        "data": {"batch_size": {16, 32}},
+    }
+
+
+def auc_builder(config: dict):
+    """A small MLP with one sigmoid output named after the task (:data:`AUC_TASK`)."""
+    import keras
+
+    from glimr_cv import keras_losses, keras_metrics
+
+    inputs = keras.Input((AUC_FEATURES,))
+    h = inputs
+    for _ in range(config["layers"]):
+        h = keras.layers.Dense(config["units"], activation=config["activation"])(h)
+        h = keras.layers.Dropout(config["dropout"])(h)
+    outputs = {AUC_TASK: keras.layers.Dense(1, activation="sigmoid", name=AUC_TASK)(h)}
+    model = keras.Model(inputs, outputs)
+    losses, loss_weights = keras_losses(config)
+    return model, losses, loss_weights, keras_metrics(config)
+
+
+def auc_loader(batch_size: int, cv_index: int = 0, cv_folds: int = FOLDS):
+    """Fold ``cv_index`` of the CV rows of :func:`auc_arrays`: the same partition on every call."""
+    import tensorflow as tf
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y, _, _ = auc_arrays()
+    splits = list(StratifiedKFold(cv_folds, shuffle=True, random_state=SPLIT_SEED).split(x, y))
+    train, val = splits[cv_index]
+    train_ds = tf.data.Dataset.from_tensor_slices((x[train], {AUC_TASK: y[train, None]}))
+    val_ds = tf.data.Dataset.from_tensor_slices((x[val], {AUC_TASK: y[val, None]}))
+    return (
+        train_ds.shuffle(len(train), seed=SPLIT_SEED).batch(batch_size).prefetch(2),
+        val_ds.batch(512).prefetch(2),
+    )
+
+
+# -- the fold scheduler without Ray, with learning curves ----------------------------------------------------
+def replay_search(racing, scores: dict, seconds: dict, n_configs: int, n_folds: int = FOLDS, curves: dict | None = None,
+                  fold_stopping=None, slots: int = SLOTS, pending: int = 1) -> dict:
+    """What the fold scheduler would do with racing ``racing`` and fold stopping ``fold_stopping``, offline.
+
+    As :func:`replay_fold_trainings`, and with ``curves`` (``{(config_id, fold):
+    [value of the metric at each epoch]}``) the replay knows each fold's epochs
+    and, with ``fold_stopping``, stops folds mid-training as the workers would.
+    Returns :meth:`glimr_cv.engine.replay.Replay.summary` (``fold_trainings``,
+    ``epoch_trainings``, ...); without ``fold_stopping``, ``epoch_trainings`` is
+    the curves' lengths summed over the folds started, if the replay does not
+    count them itself.
+    """
+    from glimr_cv import FoldScheduler
+    from glimr_cv.engine.racing import get_rule
+    from glimr_cv.engine.replay import Replay
+
+    kwargs = {}
+    if curves is not None:
+        kwargs["curves"] = curves
+    if fold_stopping is not None:
+        from glimr_cv.engine.racing import get_epoch_rule
+
+        kwargs["epoch_rule"] = get_epoch_rule(fold_stopping)
+    scheduler = FoldScheduler(n_folds, "max", get_rule(racing), max_configs=n_configs)
+    replay = Replay(scheduler, scores, slots=slots, pending=pending, seconds=seconds, **kwargs).run()
+    summary = dict(replay.summary())
+    if summary.get("epoch_trainings") is None and curves is not None and fold_stopping is None:
+        summary["epoch_trainings"] = sum(len(curves.get((c, f), ())) for c, f, _ in replay.finished)
+    return summary
