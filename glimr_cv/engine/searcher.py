@@ -19,6 +19,17 @@ from ..schema import META, SCORE, STATUS, TRIAL_DIR, UNPICKLE, trial_error
 __all__ = ["CVSearcher"]
 
 
+def _keep_traceback(folder: str, text: str | None) -> str | None:
+    """Write a failed fold's reported traceback to ``error.txt`` in its trial folder, as Tune does; its path."""
+    if not text or not os.path.isdir(os.path.dirname(folder)):  # a URI's folder is not on this disk
+        return None
+    os.makedirs(folder, exist_ok=True)  # Tune creates it with the fold's first files, maybe later
+    path = os.path.join(folder, "error.txt")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 class CVSearcher(Searcher):
     """A ``ray.tune.search.Searcher`` whose trials are folds of configurations.
 
@@ -155,14 +166,16 @@ class CVSearcher(Searcher):
         run = self._trials.get(trial_id)
         if run is None:
             return
+        folder = os.path.join(self.path or "", TRIAL_DIR.format(config_id=run.config_id, fold=run.fold, trial_id=trial_id))
         if error or not result:
             # Tune wrote the traceback to the trial folder before telling the searcher
-            folder = os.path.join(self.path or "", TRIAL_DIR.format(config_id=run.config_id, fold=run.fold, trial_id=trial_id))
             detail = trial_error(folder) if self.path else None
             self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {detail or f'raised an error (trial {trial_id})'}")
         elif result.get(STATUS) == "failed":
             first = not self.fold_scheduler.configs[run.config_id].scores
-            self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {result.get('error')}")
+            where = _keep_traceback(folder, result.get("traceback")) if self.path else None
+            detail = f"{result.get('error')}" + (f" (traceback: {where})" if where else "")
+            self.fold_scheduler.fail(run.config_id, run.fold, f"fold {run.fold}: {detail}")
             self._fail_fast(run, result, first)
         else:
             self.fold_scheduler.finish(run.config_id, run.fold, result.get(SCORE), curve=result.get("curve"),

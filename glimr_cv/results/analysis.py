@@ -70,6 +70,8 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
         if final is not None:
             status, last = final[STATUS], final
             error = final.get("error") if status == "failed" else None
+            if error and os.path.exists(os.path.join(trial_dir, "error.txt")):  # written by the searcher
+                error = f"{error} (traceback: {os.path.join(trial_dir, 'error.txt')})"
         else:
             epochs = [r for r in results if r.get(SCORE) is not None]
             last = epochs[-1] if epochs else {}
