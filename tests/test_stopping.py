@@ -239,7 +239,10 @@ def test_a_worker_that_cannot_load_the_users_objects_fails_fast_without_retries(
         search.experiment(str(tmp_path), name="unpicklable", num_samples=4, check=False)
     trials = [d for d in os.listdir(tmp_path / "unpicklable") if d.startswith("c0")]
     assert 1 <= len(trials) <= 3  # the first folds only, each tried once
-    assert not any(os.path.exists(tmp_path / "unpicklable" / d / "error.txt") for d in trials)
+    for d in trials:  # one attempt each: a retried trial would have crashed, with no report of its own
+        reports = (tmp_path / "unpicklable" / d / "result.json").read_text().splitlines()
+        assert len(reports) == 1 and '"fold_status": "failed"' in reports[0]
+        assert "lab_only_module" in (tmp_path / "unpicklable" / d / "error.txt").read_text()
 
 
 @pytest.mark.slow
