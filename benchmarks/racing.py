@@ -256,6 +256,10 @@ def search_default() -> tuple[str, object, object]:
     params = inspect.signature(Search.__init__).parameters
     racing = params["racing"].default
     fold_stopping = params["fold_stopping"].default if "fold_stopping" in params else None
+    if fold_stopping == "auto":  # what Search resolves it to with its default racing
+        from glimr_cv.engine.racing import get_epoch_rule, get_rule
+
+        fold_stopping = CURVE if get_epoch_rule("auto", get_rule(racing)) == get_epoch_rule(CURVE) else None
     return rule_name(racing, fold_stopping), racing, fold_stopping
 
 

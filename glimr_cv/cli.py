@@ -242,7 +242,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=12, help="configurations to try (default: %(default)s)")
     demo.add_argument("--folds", type=int, default=5, help="CV folds (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=None, help="epochs per fold (default: the demo space's)")
-    demo.add_argument("--racing", default="forgiving", choices=["forgiving", "aggressive", "paired", "ttest", "none"])
+    demo.add_argument("--racing", default="paired", choices=["paired", "forgiving", "aggressive", "ttest", "none"],
+                      help="racing rule, with fold stopping unless 'none' (default: %(default)s)")
     demo.set_defaults(run=_demo)
 
     resume = sub.add_parser("resume", help="resume an interrupted experiment")

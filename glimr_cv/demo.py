@@ -76,7 +76,7 @@ def builder(config: dict):
 
 
 def run(local_dir: str = "glimr_cv_results", name: str | None = None, num_samples: int = 12,
-        cv_folds: int = 5, racing: str | None = "forgiving", epochs: int | None = None):
+        cv_folds: int = 5, racing: str | None = "paired", epochs: int | None = None):
     """Run the demo search and print where its results are."""
     from glimr_cv import Search
 

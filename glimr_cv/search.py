@@ -97,14 +97,17 @@ class Search:
         Extra keyword arguments of the loader and of ``model.fit``.
     seed : int
         Seed of configuration sampling and of each fold's Keras initialisation.
-    racing : {"forgiving", "aggressive", "paired", "ttest"}, RacingRule or None
+    racing : {"paired", "forgiving", "aggressive", "ttest"}, RacingRule or None
         Rule that stops a configuration's CV early (see :mod:`glimr_cv.engine.racing`);
-        ``None`` trains every fold. Default "forgiving".
-    fold_stopping : {"paired_curve"}, EpochRule or None
+        ``None`` trains every fold. Default "paired": stop a configuration once it
+        trails the incumbent by more than 0.001 on average over the folds both
+        finished (:class:`glimr_cv.engine.racing.Paired`).
+    fold_stopping : {"auto", "paired_curve"}, EpochRule or None
         Rule that stops a fold before its last epoch when its learning curve is
         hopeless against the incumbent's on the same fold (see
         :class:`glimr_cv.engine.racing.PairedCurve`); the fold counts as finished,
-        scored at its best epoch. ``None`` (default) trains every epoch.
+        scored at its best epoch. ``None`` trains every epoch. Default "auto":
+        "paired_curve" with racing, ``None`` with ``racing=None``.
     min_folds : int, optional
         Finished folds before racing may stop a configuration; defaults to the
         rule's own (1, or 2 for "ttest").
@@ -143,11 +146,11 @@ class Search:
         loader_kwargs: dict | None = None,
         fit_kwargs: dict | None = None,
         seed: int = 0,
-        racing: str | RacingRule | None = "forgiving",
+        racing: str | RacingRule | None = "paired",
         min_folds: int | None = None,
         max_failures: int = 2,
         reuse_models: bool = True,
-        fold_stopping: str | EpochRule | None = None,
+        fold_stopping: str | EpochRule | None = "auto",
         fail_fast: int | None = 3,
         deterministic: bool = False,
     ):
@@ -174,7 +177,7 @@ class Search:
             raise ValueError("min_folds: expected None with a RacingRule object (set min_folds on the rule itself), "
                              f"but got {min_folds!r}")
         self.racing = get_rule(racing, min_folds)
-        self.fold_stopping = get_epoch_rule(fold_stopping)
+        self.fold_stopping = get_epoch_rule(fold_stopping, self.racing)
         self.fail_fast = check_int("fail_fast", fail_fast, 1, allow_none=True)
         self.deterministic = check_bool("deterministic", deterministic)
         self.max_failures = check_int("max_failures", max_failures, 0)

@@ -654,7 +654,8 @@ def test_get_epoch_rule_resolves_none_a_name_and_a_rule():
 def test_get_epoch_rule_rejects_anything_else(bad):
     with pytest.raises(ValueError) as err:
         get_epoch_rule(bad)
-    assert str(err.value) == f"fold_stopping: expected one of ['paired_curve'], an EpochRule or None, but got {bad!r}"
+    assert str(err.value) == (f"fold_stopping: expected one of ['auto', 'paired_curve'], an EpochRule or None, "
+                              f"but got {bad!r}")
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -673,3 +674,16 @@ def test_bad_paired_curve_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError) as err:
         PairedCurve(**kwargs)
     assert str(err.value) == message
+
+
+def test_auto_fold_stopping_is_paired_curve_with_racing_and_none_without():
+    """Search's default: a search that runs every fold runs every epoch too."""
+    assert get_epoch_rule("auto", Paired()) == PairedCurve()
+    assert get_epoch_rule("auto", Forgiving()) == PairedCurve()
+    assert get_epoch_rule("auto", None) is None
+    assert get_epoch_rule("auto") is None
+
+
+def test_only_rules_that_compare_fold_with_fold_pair_folds():
+    assert Paired.pairs_folds and TTest.pairs_folds and Paired(tolerance=0.01).pairs_folds
+    assert not Forgiving.pairs_folds and not Aggressive.pairs_folds and not RacingRule.pairs_folds

@@ -927,3 +927,75 @@ def test_the_next_fold_goes_where_its_configurations_model_is_when_it_may_go_fir
     r.add_config("worse")
     r.finish(1, 0, 0.1)  # config 1 freed the slot but is hopeless: stopped, not continued
     assert r.next() == NEW and r.configs[1].status == "pruned"
+
+
+# -- fold order: the most telling fold first ---------------------------------------
+
+
+class UnorderedPaired(Paired):
+    """Paired, with folds in index order: the scheduler before fold_order existed."""
+
+    pairs_folds = False
+
+
+def test_fold_order_is_index_order_without_an_incumbent_or_a_fold_pairing_rule():
+    for racing in (None, Paired(), Forgiving(), Aggressive(), UnorderedPaired()):
+        s = FoldScheduler(4, racing=racing, explore=1)
+        assert s.fold_order() == [0, 1, 2, 3]
+        complete_incumbent(s, [0.9, 0.8, 0.9, 0.9])
+        assert s.add_config("b") == Run(1, 0)
+        s.finish(1, 0, 0.9)  # tied on fold 0
+        assert s.next() == Run(1, 1)
+        s.finish(1, 1, 0.5)  # trails by 0.3 on fold 1
+        expected = [1, 0, 2, 3] if isinstance(racing, Paired) and racing.pairs_folds else [0, 1, 2, 3]
+        assert s.fold_order() == expected, racing
+
+
+def test_fold_order_puts_first_the_fold_where_others_trailed_the_incumbent_most():
+    table = [[0.9, 0.8, 0.9, 0.9],  # the incumbent, CV mean 0.875
+             [0.9, 0.5, 0.85, 0.95],  # trails by 0.3 on fold 1, 0.05 on fold 2, leads on fold 3
+             [0.9, 0.7, 0.88, 0.95]]
+    s = Replay(FoldScheduler(4, racing=Paired(tolerance=1.0), max_configs=3), table).run().scheduler  # stops nothing
+    assert [c.status for c in s.configs.values()] == ["complete"] * 3 and s.best() == 0
+    # mean trail: fold 1 by 0.2, fold 2 by 0.035, fold 0 by 0, fold 3 by -0.05 (the others lead there)
+    assert s.fold_order() == [1, 2, 0, 3]
+    s.max_configs = 4
+    assert s.next() == NEW and s.add_config("d") == Run(3, 1)
+
+
+def test_fold_order_in_mode_min_puts_first_the_fold_where_others_were_highest():
+    s = FoldScheduler(3, mode="min", racing=Paired(tolerance=1.0), explore=1)
+    complete_incumbent(s, [0.1, 0.2, 0.1])
+    run = s.add_config("b")
+    assert run.fold == 0
+    s.finish(1, 0, 0.1)  # tied on fold 0
+    run = s.next()
+    s.finish(1, run.fold, 0.6)  # far worse (higher) on fold 1
+    assert s.fold_order()[0] == 1
+
+
+def test_fold_order_survives_a_pickle_of_a_scheduler_made_before_it():
+    """Nothing new is stored: a pickled scheduler orders folds after loading."""
+    s = FoldScheduler(3, racing=Paired(), explore=1)
+    complete_incumbent(s, [0.9, 0.9, 0.9])
+    s2 = pickle.loads(pickle.dumps(s))
+    assert s2.fold_order() == s.fold_order() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_telling_fold_first_saves_folds_on_a_saturated_metric_and_keeps_the_winner(seed):
+    """An AUC-like table: every configuration scores 1.0 on three easy folds, and the folds that
+    separate them are the other two. Running the fold where others trailed first stops hopeless
+    configurations after one fold instead of after the ties."""
+    rng = random.Random(seed)
+    n_configs, n_folds = 20, 5
+    hard = rng.sample(range(n_folds), 2)
+    effects = [rng.uniform(0, 0.05) for _ in range(n_configs)]
+    table = [[0.95 + e if f in hard else 1.0 for f in range(n_folds)] for e in effects]
+    winner = max(range(n_configs), key=lambda c: cv_mean(table[c]))
+    ordered, unordered = (Replay(FoldScheduler(n_folds, racing=rule, max_configs=n_configs), table, slots=2,
+                                 pending=1).run() for rule in (Paired(), UnorderedPaired()))
+    assert ordered.scheduler.best() == unordered.scheduler.best() == winner
+    assert ordered.n_started <= unordered.n_started
+    if 0 not in hard:  # in index order, configurations tie on fold 0 before they show anything
+        assert ordered.n_started < unordered.n_started

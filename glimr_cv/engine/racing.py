@@ -24,7 +24,7 @@ import numbers
 import statistics
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Mapping, Sequence
+from typing import ClassVar, Iterable, Mapping, Sequence
 
 from ..checks import check_choice, check_int, expected
 
@@ -47,8 +47,19 @@ class RacingRule:
     ----------
     min_folds : int
         Finished folds a configuration needs before the rule may stop it.
+
+    Attributes
+    ----------
+    pairs_folds : bool
+        Class attribute: True when the rule compares the configuration with the
+        incumbent fold by fold, on the folds both finished. Only then does the
+        scheduler run a new configuration's most telling fold first
+        (:meth:`glimr_cv.FoldScheduler.fold_order`); a rule that compares with
+        the incumbent's folds as a whole, as :class:`Forgiving` does with its
+        worst fold, would judge a configuration by its hardest fold alone.
     """
 
+    pairs_folds: ClassVar[bool] = False
     min_folds: int = 1
 
     def __post_init__(self):
@@ -122,6 +133,7 @@ class Paired(RacingRule):
         is 0.1 percentage points for an accuracy); ``>= 0`` and finite.
     """
 
+    pairs_folds: ClassVar[bool] = True
     min_folds: int = 1
     tolerance: float = 0.001
 
@@ -147,6 +159,7 @@ class TTest(RacingRule):
     they are negative.
     """
 
+    pairs_folds: ClassVar[bool] = True
     min_folds: int = 2
     alpha: float = 0.05
 
@@ -304,10 +317,17 @@ class PairedCurve(EpochRule):
 EPOCH_RULES = {"paired_curve": PairedCurve}
 
 
-def get_epoch_rule(value: str | EpochRule | None) -> EpochRule | None:
-    """Resolve ``fold_stopping=`` (a name of :data:`EPOCH_RULES`, None or a rule object)."""
+def get_epoch_rule(value: str | EpochRule | None, racing: RacingRule | None = None) -> EpochRule | None:
+    """Resolve ``fold_stopping=``: a name of :data:`EPOCH_RULES`, ``"auto"``, None or a rule object.
+
+    ``"auto"`` is :class:`PairedCurve` with its defaults when ``racing`` is a
+    rule, and None when it is None: a search that runs every fold runs every epoch too.
+    """
     if value is None or isinstance(value, EpochRule):
         return value
+    if value == "auto":
+        return PairedCurve() if racing is not None else None
     if not isinstance(value, str) or value not in EPOCH_RULES:
-        raise ValueError(expected("fold_stopping", f"one of {sorted(EPOCH_RULES)}, an EpochRule or None", value))
+        raise ValueError(expected("fold_stopping", f"one of {['auto', *sorted(EPOCH_RULES)]}, an EpochRule or None",
+                                  value))
     return EPOCH_RULES[value]()
