@@ -86,7 +86,8 @@ def run(local_dir: str = "glimr_cv_results", name: str | None = None, num_sample
     search = Search(space, builder, loader, metric="digit_accuracy", mode="max", cv_folds=cv_folds, racing=racing)
     results = search.experiment(local_dir, name=name, num_samples=num_samples)
     print()  # the live leaderboard above ends with the final one
-    print(f"fold trainings run: {results.fold_trainings}, skipped by racing: {results.fold_trainings_saved}")
+    print(f"fold trainings run: {results.fold_trainings}, skipped by racing: {results.fold_trainings_saved}; "
+          f"epochs trained: {results.epoch_trainings}, folds stopped early: {results.folds_stopped_early}")
     print(f"best configuration: {results.best_config_id}")
     print(f"results: {os.path.abspath(results.path)}")
     print("  per-fold rows: results.folds; checkpoints: results.best_checkpoints;")

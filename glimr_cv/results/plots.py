@@ -247,7 +247,7 @@ def plot_timeline(results):
     its ``started_at`` to its ``ended_at``, labelled ``c<config>/f<fold>`` and
     coloured by its configuration's final status. A fold still running (or cut
     off by a kill) has no final report: its bar spans its reported epochs and is
-    hatched. A black cross marks when each pruned configuration was stopped: the
+    hatched. A black triangle marks when each pruned configuration was stopped: the
     end of its last fold.
 
     Parameters
