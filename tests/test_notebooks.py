@@ -6,12 +6,14 @@ interpreter, on a copy in a temporary folder (its results go there), with
 outputs of a complete run (the full budget), without errors or start-up noise.
 """
 
+import concurrent.futures
 import os
 import pathlib
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import nbformat
 import pytest
@@ -82,26 +84,6 @@ def _kernel_prefix() -> str | None:
     return out.stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def venv_kernel():
-    """The ``python3`` kernel runs this interpreter (this venv); install its spec into the venv if not.
-
-    A fresh venv has ipykernel's spec, which starts the launching interpreter; a
-    spec in the user's folder or elsewhere may point at another Python.
-    """
-    with pytest.MonkeyPatch.context() as mp:
-        if _kernel_prefix() != sys.prefix:
-            subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL],
-                           check=True, capture_output=True)
-            mp.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # the venv's spec before the user's
-            found = _kernel_prefix()
-            if found != sys.prefix:
-                pytest.fail(f"the {KERNEL!r} kernelspec starts the Python of {found!r}, not this venv "
-                            f"({sys.prefix!r}), even after `{sys.executable} -m ipykernel install --sys-prefix`",
-                            pytrace=False)
-        yield KERNEL
-
-
 def _failure(name: str, nb, err: Exception) -> str:
     """The failing cell's source and its error, from the executed notebook."""
     failing = next(((i, c) for i, c in _code_cells(nb)
@@ -132,21 +114,80 @@ def _kernel_env() -> dict:
     return env
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_on_the_small_budget(name, tmp_path, venv_kernel):
+def _execute(name: str, folder, kernel: str):
+    """Run notebook ``name`` on the small budget in ``folder``: ``(executed notebook, failure message or None)``."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellControlSignal, DeadKernelError
 
-    copy = tmp_path / name
+    copy = folder / name
     shutil.copyfile(NOTEBOOK_DIR / name, copy)
     nb = _read(copy)
-    client = NotebookClient(nb, kernel_name=venv_kernel, timeout=CELL_TIMEOUT,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(folder)}})
     try:
         client.execute(env=_kernel_env())
     except (CellControlSignal, DeadKernelError, TimeoutError, RuntimeError) as err:
-        pytest.fail(_failure(name, nb, err), pytrace=False)
+        return nb, _failure(name, nb, err)
+    return nb, None
+
+
+_SMALL_RUNS: dict[str, concurrent.futures.Future] = {}
+
+
+def _venv_kernel_name() -> str:
+    """The ``python3`` kernel, made to run this interpreter (this venv); raises if it cannot.
+
+    A fresh venv has ipykernel's spec, which starts the launching interpreter; a
+    spec in the user's folder or elsewhere may point at another Python, so the
+    venv's own spec is installed then and preferred.
+    """
+    if _kernel_prefix() != sys.prefix:
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL],
+                       check=True, capture_output=True)
+        os.environ["JUPYTER_PREFER_ENV_PATH"] = "1"  # the venv's spec before the user's, for this session
+        found = _kernel_prefix()
+        if found != sys.prefix:
+            raise RuntimeError(f"the {KERNEL!r} kernelspec starts the Python of {found!r}, not this venv "
+                               f"({sys.prefix!r}), even after `{sys.executable} -m ipykernel install --sys-prefix`")
+    return KERNEL
+
+
+def start_small_runs() -> None:
+    """Start running every notebook on the small budget, one at a time, in a background thread.
+
+    Called by ``conftest.pytest_collection_finish`` when the small-budget test is
+    selected, so that the runs overlap the fast tests; :func:`small_runs` waits for them.
+    """
+    if _SMALL_RUNS:
+        return
+    try:
+        kernel = _venv_kernel_name()
+    except (RuntimeError, subprocess.CalledProcessError) as err:
+        failed = concurrent.futures.Future()
+        failed.set_result((None, f"no kernel for this venv: {err}"))
+        _SMALL_RUNS.update(dict.fromkeys(NOTEBOOKS, failed))
+        return
+    root = pathlib.Path(tempfile.mkdtemp(prefix="glimr_cv_notebooks_"))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="notebooks")
+    for name in NOTEBOOKS:
+        folder = root / name.removesuffix(".ipynb")
+        folder.mkdir()
+        _SMALL_RUNS[name] = pool.submit(_execute, name, folder, kernel)
+    pool.shutdown(wait=False)
+
+
+@pytest.fixture(scope="module")
+def small_runs():
+    """Every notebook's small run: ``{name: (executed notebook, failure message or None)}``."""
+    start_small_runs()  # a no-op when the collection hook started them
+    return {name: future.result() for name, future in _SMALL_RUNS.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_on_the_small_budget(name, small_runs):
+    nb, failure = small_runs[name]
+    if failure:
+        pytest.fail(failure, pytrace=False)
     problems = _output_problems(nb)
     assert not problems, f"{name} (small budget) printed:\n" + "\n".join(problems)
 
