@@ -295,12 +295,12 @@ class FoldScheduler:
 
         Without an incumbent or a racing rule that pairs folds
         (:attr:`~glimr_cv.engine.racing.RacingRule.pairs_folds`), ``0, 1, ...,
-        cv_folds - 1``. Otherwise the
-        folds by how far the other configurations' finished folds trailed the
-        incumbent's on the same fold, on average, largest first; a fold nobody
-        else finished counts as trailing by 0, and ties keep index order. Fold difficulty varies more
-        than good configurations differ, and on an easy fold every configuration
-        ties; on the fold that separates them, a hopeless one trails at once.
+        cv_folds - 1``. Otherwise the folds by how far the other configurations'
+        finished folds trailed the incumbent's on the same fold, on average,
+        largest first; a fold nobody else finished counts as trailing by 0, and
+        ties keep index order. Fold difficulty varies more than good
+        configurations differ, and on an easy fold every configuration ties; on
+        the fold that separates them, a hopeless one trails at once.
 
         In replays of the racing benchmark's exhaustive runs (5 seeds each, 2 slots),
         this order took the paired rule with fold stopping from 74.8% to 65.0% of
