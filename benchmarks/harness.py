@@ -257,7 +257,6 @@ def auc_arrays():
     deviations (the test rows do not inform the scaling). Labels: 1 = benign.
     Not cached: workers get this function by value, and loading takes milliseconds.
     """
-    import numpy as np
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
 
@@ -363,3 +362,21 @@ def replay_search(racing, scores: dict, seconds: dict, n_configs: int, n_folds: 
     if summary.get("epoch_trainings") is None and curves is not None and fold_stopping is None:
         summary["epoch_trainings"] = sum(len(curves.get((c, f), ())) for c, f, _ in replay.finished)
     return summary
+
+
+# -- disk ----------------------------------------------------------------------------------------------------
+def folder_size_mb(path: str, exclude_prefix: str | None = None) -> float:
+    """Bytes of every file under ``path``, in MB (1e6), leaving out folders whose name starts with ``exclude_prefix``.
+
+    ``folder_size_mb(experiment, exclude_prefix="checkpoint_")`` is an experiment folder without its checkpoints.
+    """
+    total = 0
+    for folder, dirs, files in os.walk(path):
+        if exclude_prefix:
+            dirs[:] = [d for d in dirs if not d.startswith(exclude_prefix)]
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:  # removed while walking
+                pass
+    return total / 1e6

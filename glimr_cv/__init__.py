@@ -12,14 +12,14 @@ The public API, in one place:
 * Racing rules: :class:`Forgiving`, :class:`Aggressive`, :class:`Paired`, :class:`TTest`.
 * Fold-stopping rules: :class:`EpochRule`, :class:`PairedCurve`.
 * Nested cross-validation: :func:`nested_cv`, :class:`NestedResults`.
-* glimr's analysis functions: :func:`experiment_table`, :func:`top_k_trials`,
-  :func:`top_k_configs`.
+* glimr's analysis functions: :func:`experiment_table`, :func:`default_checkpoints`,
+  :func:`top_k_trials`, :func:`top_k_configs`; glimr's utilities in :mod:`glimr_cv.utils`.
 """
 
 from .data.folds import KFoldLoader, kfold_loader
 from .engine.racing import Aggressive, EpochRule, Forgiving, Paired, PairedCurve, RacingRule, TTest
 from .engine.scheduler import FoldScheduler
-from .results.analysis import experiment_table, top_k_configs, top_k_trials
+from .results.analysis import default_checkpoints, experiment_table, top_k_configs, top_k_trials
 from .results.summary import SearchResults
 from .space.notation import SpaceError, loguniform, prune_search, sample_space
 from .space.sections import metric_names, optimization_space, validate_space
@@ -29,8 +29,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Search": ".search",
-    "load_results": ".search",
-    "SearchHalted": ".search",
+    "load_results": ".results.summary",
+    "SearchHalted": ".session",
     "keras_losses": ".keras.helpers",
     "keras_metrics": ".keras.helpers",
     "keras_optimizer": ".keras.helpers",
@@ -39,6 +39,7 @@ _LAZY = {
     "serve": ".deploy.serving",
     "nested_cv": ".nested",
     "NestedResults": ".nested",
+    "tracking": ".tracking",
 }
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "PairedCurve",
     "FoldScheduler",
     "experiment_table",
+    "default_checkpoints",
     "top_k_trials",
     "top_k_configs",
     "predict",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,15 +38,15 @@ def _quiet_tensorflow() -> None:
 
 
 def _experiment(path: str) -> str:
-    from .engine.store import SEARCH_FILE
+    from .engine.store import META_FILE, SEARCH_FILE
 
     full = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(full):
         raise UserError(f"{path}: no such folder; expected an experiment folder (local_dir/name)")
     if not os.path.isdir(full):
         raise UserError(f"{path}: not a folder; expected an experiment folder (local_dir/name)")
-    if not os.path.isfile(os.path.join(full, SEARCH_FILE)):
-        raise UserError(f"{path} is not a glimr_cv experiment folder: it has no {SEARCH_FILE}; "
+    if not any(os.path.isfile(os.path.join(full, f)) for f in (META_FILE, SEARCH_FILE)):
+        raise UserError(f"{path} is not a glimr_cv experiment folder: it has no {META_FILE}; "
                         "expected the folder a search wrote (local_dir/name)")
     return full
 
@@ -61,13 +62,16 @@ def _existing_file(path: str, what: str, suffixes: tuple) -> str:
 
 
 def _load_results(path: str):
-    from .search import load_results
+    import warnings
 
-    try:
-        return load_results(path)
-    except (ImportError, AttributeError) as err:  # the pickled builder or loader cannot be found
-        raise UserError(f"cannot read the saved search of {path}: {err}; the modules of its builder and loader "
-                        "must be importable here") from err
+    from .results.summary import load_results
+
+    with warnings.catch_warnings(record=True) as caught:  # damage the reader repaired or named: one line each
+        warnings.simplefilter("always")
+        results = load_results(path)
+    for warning in caught:
+        _progress(f"{PROG}: warning: {' '.join(str(warning.message).split())}")
+    return results
 
 
 # -- subcommands -------------------------------------------------------------------------
@@ -81,7 +85,7 @@ def _demo(args) -> int:
 def _resume(args) -> int:
     from .search import Search
 
-    results = Search.restore(_experiment(args.path))
+    results = Search.restore(_experiment(args.path))  # runs the folder's code: resume only folders you trust
     print(results.leaderboard())
     print(f"results: {results.path}")
     return 0
@@ -173,7 +177,8 @@ def _write_predictions(predictions, out: str | None) -> str:
     outputs = predictions if isinstance(predictions, dict) else {"prediction": predictions}
     columns = {}
     for name, values in outputs.items():
-        values = np.asarray(values).reshape(len(values), -1)
+        values = np.asarray(values)
+        values = values.reshape(len(values), int(np.prod(values.shape[1:])))  # zero rows keep their width
         if values.shape[1] == 1:
             columns[name] = values[:, 0]
         else:
@@ -193,6 +198,9 @@ def _predict(args) -> int:
         raise UserError(f"--out: expected a file ending in {', '.join(_OUT_SUFFIXES)}, but got {args.out!r}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size: expected an int >= 1, but got {args.batch_size}")
+    from .deploy.batch import check_keras_file
+
+    check_keras_file(model)  # a corrupt model is refused before TensorFlow starts
     try:
         data = _read_data(data_path)
     except (OSError, ValueError) as err:
@@ -201,7 +209,7 @@ def _predict(args) -> int:
     _quiet_tensorflow()
     from .deploy.batch import predict
 
-    predictions = predict(model, data, batch_size=args.batch_size)
+    predictions = predict(model, data, batch_size=args.batch_size, allow_nan=args.allow_nan)
     where = _write_predictions(predictions, args.out)
     _progress(f"wrote {_rows(predictions)} predictions to {where}")
     return 0
@@ -211,11 +219,14 @@ def _serve(args) -> int:
     import time
 
     model = _existing_file(args.model, "a Keras model file", (".keras",))
+    from .deploy.batch import check_keras_file
     from .deploy.serving import serve
 
+    check_keras_file(model)  # a corrupt model is refused before Ray starts
     _progress(f"starting Ray Serve for {model} ...")
     url = serve(model, host=args.host, port=args.port, route_prefix=args.route_prefix,
-                max_batch_rows=args.max_batch_rows, max_body_bytes=args.max_body_bytes)
+                max_batch_rows=args.max_batch_rows, max_body_bytes=args.max_body_bytes, allow_nan=args.allow_nan,
+                ray_bind=args.ray_bind)
     print(f'serving {model} at {url}: POST {{"instances": [[...], ...]}}, GET describes the inputs; '
           "Ctrl-C stops", flush=True)
     try:
@@ -242,7 +253,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=12, help="configurations to try (default: %(default)s)")
     demo.add_argument("--folds", type=int, default=5, help="CV folds (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=None, help="epochs per fold (default: the demo space's)")
-    demo.add_argument("--racing", default="paired", choices=["paired", "forgiving", "aggressive", "ttest", "none"],
+    from .engine.racing import RULES
+
+    demo.add_argument("--racing", default="paired", choices=[*RULES, "none"],
                       help="racing rule, with fold stopping unless 'none' (default: %(default)s)")
     demo.set_defaults(run=_demo)
 
@@ -272,6 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default=None, metavar="FILE",
                          help="predictions: .npy (one output), .npz or .csv (default: CSV on standard output)")
     predict.add_argument("--batch-size", type=int, default=256, help="rows per batch (default: %(default)s)")
+    predict.add_argument("--allow-nan", action="store_true",
+                         help="predict rows holding NaN (by default they are refused, naming the rows)")
     predict.set_defaults(run=_predict)
 
     serve = sub.add_parser("serve", help="serve a .keras model as a JSON HTTP endpoint with Ray Serve",
@@ -284,6 +299,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-rows", type=int, default=1024, help="most rows per request (default: %(default)s)")
     serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20,
                        help="largest request body in bytes (default: %(default)s)")
+    serve.add_argument("--allow-nan", action="store_true",
+                       help="accept NaN (NaN or null) in requests as a missing value (by default: HTTP 400)")
+    serve.add_argument("--ray-bind", default="loopback", choices=["loopback", "all"],
+                       help="where the local Ray started for serving listens: loopback (127.0.0.1 only) or all "
+                            "interfaces, Ray's default; a Ray named by RAY_ADDRESS or started by `ray start` keeps "
+                            "its own (default: %(default)s)")
     serve.set_defaults(run=_serve)
     return parser
 
@@ -295,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (UserError, OSError, ValueError, TypeError, ImportError) as err:
+    except (UserError, OSError, ValueError, TypeError, ImportError, EOFError, pickle.UnpicklingError) as err:
+        # a damaged folder's pickle raises EOFError or UnpicklingError: one line too
         if args.traceback:
             raise
         message = " ".join(str(err).split()) or type(err).__name__

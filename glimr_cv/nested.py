@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .checks import check_choice, check_int, check_type
-from .data.folds import _DEFAULT_FOLDS, KFoldLoader
+from .data.contract import resolve_folds, row_loader
 
 __all__ = ["nested_cv", "NestedResults"]
 
@@ -94,8 +94,8 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
     """Nested cross-validation of a search: one inner search per outer fold, scored on rows it never saw.
 
     For each outer fold ``k`` (the loader's own splitter, groups and
-    stratification, :meth:`KFoldLoader.outer_folds`), a copy of ``search`` whose
-    loader holds only the outer training rows (:meth:`KFoldLoader.subset`) runs
+    stratification, ``loader.outer_folds``), a copy of ``search`` whose
+    loader holds only the outer training rows (``loader.subset``) runs
     ``experiment(local_dir/name, "outer_{k}", num_samples, **experiment_kwargs)``,
     with its own ``cv_folds``-fold CV on those rows. Its best configuration (as
     :attr:`SearchResults.best_config_id`) becomes the final model, which is
@@ -111,8 +111,10 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
     Parameters
     ----------
     search : glimr_cv.Search
-        The search to assess; its loader must be a :class:`KFoldLoader` (from
-        :func:`glimr_cv.kfold_loader`, or a subclass), whose rows can be split.
+        The search to assess; its loader must hold its rows
+        (:class:`glimr_cv.data.contract.RowLoader`: ``kfold_loader``,
+        ``kfold_survival_loader``, ``kfold_bag_loader``, ``kfold_slide_loader``),
+        so that they can be split; rows are bags for the bag and slide loaders.
     local_dir : str
         Folder for experiments; the nested run writes to ``local_dir/name``.
     outer_folds : int
@@ -140,7 +142,7 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
     Raises
     ------
     TypeError
-        If ``search`` is not a ``Search``, or its loader not a ``KFoldLoader``.
+        If ``search`` is not a ``Search``, or its loader does not hold its rows.
     ValueError
         On a bad ``outer_folds`` or ``final``, outer training rows that cannot
         make the search's ``cv_folds`` folds, or a ``name`` that holds a nested
@@ -161,15 +163,13 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
     scores the new final models. A ``name`` whose outer folds or rows differ
     is refused.
     """
-    from .search import Search, load_results
-    from .space.notation import flatten, sampled_paths
+    from .results.summary import load_results
+    from .space.notation import flatten, parse_space, sampled_paths
 
-    check_type("search", search, Search, "a glimr_cv.Search")
-    loader = search.loader
-    if not isinstance(loader, KFoldLoader):
-        raise TypeError(
-            f"loader: expected a KFoldLoader (glimr_cv.kfold_loader(...)) for nested CV, which splits its rows "
-            f"into outer folds, but the search's loader is {getattr(loader, '__name__', type(loader).__name__)}")
+    # a workflow above Search, through its public seams only: experiment, restore, spec and its settings
+    if not all(hasattr(search, name) for name in ("experiment", "restore", "spec", "loader", "metric", "cv_folds")):
+        raise TypeError(f"search: expected a glimr_cv.Search, but got {type(search).__name__}")
+    loader = row_loader(search.loader, "nested cross-validation, which splits its rows into outer folds,")
     check_choice("final", final, _FINALS)
     check_int("num_samples", num_samples, 1, allow_none=True)
     splits = loader.outer_folds(outer_folds)
@@ -183,7 +183,7 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
                                  "mode": search.mode, "test_rows": [test.tolist() for _, test in splits]})
 
     rows, inner_results = [], []
-    sampled = [f"config/{p}" for p in sampled_paths(search._parsed)]
+    sampled = [f"config/{p}" for p in sampled_paths(parse_space(search.space))]
     for k, (train, test) in enumerate(splits):
         inner = _inner_search(search, k, train)
         exp = f"outer_{k}"
@@ -214,7 +214,9 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
         row = {"outer_fold": k, "n_train": len(train), "n_test": len(test), "config_id": choice["config_id"],
                f"inner_mean_{search.metric}": choice["inner_mean"]}
         row.update({f"outer_{m}": scores[m] for m in [search.metric, *search.metric_names] if m in scores})
-        row.update({p: params[p] if _scalar(params.get(p)) else repr(params.get(p)) for p in sampled})
+        # a path of an option this configuration did not choose is NaN, as in a search's table
+        row.update({p: (params[p] if _scalar(params[p]) else repr(params[p])) if p in params else np.nan
+                    for p in sampled})
         rows.append(row)
         inner_results.append(results)
         if search.report_every > 0:
@@ -230,7 +232,7 @@ def _inner_search(search, k: int, train: np.ndarray):
     inner = copy.copy(search)
     inner.loader = search.loader.subset(train)
     try:
-        inner.loader.folds(search.cv_folds or _DEFAULT_FOLDS)  # without CV, a trial takes fold 0 of the default
+        inner.loader.folds(resolve_folds(search.cv_folds))  # without CV, a trial takes fold 0 of the default
     except ValueError as e:
         raise ValueError(f"outer fold {k}: its {len(train)} training rows cannot make the search's folds; "
                          f"{e}") from None
@@ -277,31 +279,22 @@ def _run_inner(inner, root: str, exp: str, num_samples, experiment_kwargs: dict)
     return inner.experiment(root, name=exp, num_samples=num_samples, **kwargs)
 
 
-def _test_features(loader: KFoldLoader, fitted, rows: np.ndarray):
-    """The features of ``rows``, through ``fitted`` (the transformer(s) a model was trained behind)."""
-    def dense(out):
-        return np.asarray(out.toarray() if hasattr(out, "toarray") else out)
+def _predict(model, data, tasks: list) -> dict:
+    from .deploy.keras_io import named_outputs
+    from .engine.quiet import quiet_retracing
 
-    if isinstance(loader.features, dict):
-        fitted = fitted or {}
-        return {k: dense(fitted[k].transform(v[rows])) if k in fitted else v[rows] for k, v in loader.features.items()}
-    return loader.features[rows] if fitted is None else dense(fitted.transform(loader.features[rows]))
-
-
-def _predict(model, x, batch_size: int, tasks: list) -> dict:
-    from .deploy.ensemble import _outputs
-
-    out = _outputs(model.predict(x, batch_size=batch_size, verbose=0), model)
+    with quiet_retracing():  # batches of bags differ in length: a trace each, expected
+        out = named_outputs(model.predict(data, verbose=0), model)
     if sorted(out) != sorted(tasks) and len(out) == len(tasks):
         out = dict(zip(tasks, out.values()))  # outputs named otherwise, in task order
     return {t: np.asarray(out[t]) for t in tasks}
 
 
-def _outer_scores(inner, results, config_id: int, loader: KFoldLoader, train: np.ndarray, test: np.ndarray,
+def _outer_scores(inner, results, config_id: int, loader, train: np.ndarray, test: np.ndarray,
                   final: str) -> dict:
     """Every reported metric of ``config_id``'s final model on the outer ``test`` rows."""
-    spec = inner._spec()
-    params = results.configs[config_id]
+    spec = inner.spec
+    params = results.model_config(config_id)
     tasks = spec.task_names
     batch_size = int(loader.val_batch_size or params["data"]["batch_size"])
     if results.builder is not None:
@@ -309,12 +302,11 @@ def _outer_scores(inner, results, config_id: int, loader: KFoldLoader, train: np
     sub = inner.loader  # the outer training rows, as the inner search had them
 
     if final == "ensemble":
-        done = results.folds[(results.folds["config_id"] == config_id) & (results.folds["status"] == "complete")]
         predictions = []
-        for fold in sorted(int(f) for f in done["fold"]):
-            fitted = None if sub.preprocess is None else sub.fitted_preprocess(fold, inner.cv_folds or _DEFAULT_FOLDS)
+        for fold in [int(f) for f in results.complete_folds(config_id)["fold"]]:
+            fitted = None if sub.preprocess is None else sub.fitted_preprocess(fold, resolve_folds(inner.cv_folds))
             model = results.load_model(config_id, fold)
-            predictions.append(_predict(model, _test_features(loader, fitted, test), batch_size, tasks))
+            predictions.append(_predict(model, loader.rows_dataset(test, batch_size, fitted), tasks))
         # the mean of the fold models' outputs, which is what SearchResults.ensemble()'s model computes
         predicted = {t: np.mean([p[t] for p in predictions], axis=0) for t in tasks}
     else:
@@ -325,21 +317,27 @@ def _outer_scores(inner, results, config_id: int, loader: KFoldLoader, train: np
             with open(transformer, "rb") as f:
                 fitted = pickle.load(f)
         elif sub.preprocess is not None:
-            fitted = sub._fit_preprocess(np.arange(sub.n))
-        predicted = _predict(model, _test_features(loader, fitted, test), batch_size, tasks)
+            fitted = sub.fit_preprocess(np.arange(sub.n))
+        predicted = _predict(model, loader.rows_dataset(test, batch_size, fitted), tasks)
 
     labels = {t: loader.labels[t][test] for t in tasks}
-    return _evaluate(spec, params, predicted, labels, batch_size)
+    train_labels = {t: loader.labels[t][train] for t in tasks}
+    return _evaluate(spec, params, predicted, labels, batch_size, train_labels)
 
 
-def _evaluate(spec, params: dict, predicted: dict, labels: dict, batch_size: int) -> dict:
-    """Keras's validation metrics of ``predicted`` against ``labels``, named as the search reports them."""
+def _evaluate(spec, params: dict, predicted: dict, labels: dict, batch_size: int, train_labels: dict) -> dict:
+    """Keras's validation metrics of ``predicted`` against ``labels``, named as the search reports them.
+
+    Losses and metrics fit to a fold (``fit_fold``: interval edges, censoring
+    weights) are fit to the outer training rows, as the final model's were.
+    """
     import keras
     import tensorflow as tf
 
-    from .engine.fold import validation_report
+    from .engine.fold import fit_fold_objects, validation_report
 
     _, losses, loss_weights, metrics = spec.builder(params)  # fresh loss and metric objects
+    fit_fold_objects(losses, metrics, spec.task_names, train_labels)
     inputs = {f"predicted_{t}": keras.Input(p.shape[1:], dtype=str(p.dtype), name=f"predicted_{t}")
               for t, p in predicted.items()}
     scorer = keras.Model(inputs, {t: keras.layers.Identity(name=t)(inputs[f"predicted_{t}"]) for t in predicted})

@@ -10,7 +10,7 @@ import os
 
 __all__ = [
     "META", "KEYS", "DETAILS", "PROFILE", "LOCATION", "STATUS", "SCORE",
-    "FOLD_STATUSES", "GLIMR_NAMES", "UNPICKLE", "REPORT_KEYS", "TRIAL_DIR", "fold_columns", "trial_error",
+    "FOLD_STATUSES", "GLIMR_NAMES", "UNPICKLE", "REPORT_KEYS", "TRIAL_DIR", "fold_columns", "trial_error", "final_row",
 ]
 
 #: Key of the scheduler's bookkeeping, ``{"config_id": int, "fold": int}``, in a trial's config.
@@ -22,8 +22,8 @@ KEYS = ("config_id", "fold", "status")
 STATUS = "fold_status"
 #: Report key of the best value of the search's metric so far (every report).
 SCORE = "fold_score"
-#: Fold statuses; "running" means no final report was found.
-FOLD_STATUSES = ("complete", "failed", "running")
+#: Fold statuses; "running" means no final report was found, "lost" a finished fold whose model is gone.
+FOLD_STATUSES = ("complete", "failed", "running", "lost")
 
 #: How the fold trained, after the metrics: ``score`` is the search metric at ``best_epoch``.
 #: ``stopped_early`` folds ended before their last epoch, ``stopped_by`` "fold_stopping" (the
@@ -68,6 +68,22 @@ def trial_error(trial_dir: str) -> str | None:
     except OSError:
         return None
     return f"{lines[-1] if lines else 'error'} (traceback: {path})"
+
+
+def final_row(outcome: dict, details: dict, profile: dict, config_id: int, fold: int, status: str,
+              **extra) -> dict:
+    """A fold's last report: the best epoch's metrics and ``fold_score``, :data:`DETAILS`, :data:`PROFILE`, status.
+
+    Raises
+    ------
+    KeyError
+        On a detail or profile name this schema does not define: the trainable
+        and the readers must not drift apart.
+    """
+    unknown = sorted(set(details) - set(DETAILS)) + sorted(set(profile) - set(PROFILE))
+    if unknown:
+        raise KeyError(f"final_row: {unknown} are not fold row names of glimr_cv.schema")
+    return {**outcome, **details, **profile, "config_id": config_id, "fold": fold, STATUS: status, **extra}
 
 
 def fold_columns(metrics) -> list[str]:

@@ -1,28 +1,23 @@
 """The three-step entry point: ``Search(space, builder, loader).experiment(...)``.
 
-A facade: it checks the user's values and hands the work to the engine
-(:mod:`glimr_cv.engine`), the experiment folder (:mod:`glimr_cv.engine.store`) and
-the results (:mod:`glimr_cv.results`).
+A facade: :class:`Search` checks the user's values and holds the settings;
+:mod:`glimr_cv.session` runs and resumes it (the engine, the experiment folder and
+the results).
 """
 
 from __future__ import annotations
 
-import datetime
-import os
-import sys
-import time
 from typing import Any, Callable
 
 from .checks import check_bool, check_callable, check_choice, check_int, check_number, check_type
-from .data.folds import check_loader
+from .data.contract import check_loader
 from .engine.racing import EpochRule, RacingRule, get_epoch_rule, get_rule
-from .engine.scheduler import FoldScheduler
 from .engine.shipping import ship_by_value
-from .engine.store import (SEARCH_FILE, check_picklable, experiment_path, load_search, reopen_search, repair_state,
-                           save_search, saved_scheduler)
-from .results.summary import SearchResults, collect_results
-from .results.tables import format_leaderboard, scheduler_table
-from .space.notation import sample_space, sampled_paths
+from .engine.progress import in_notebook
+from .engine.store import check_picklable, experiment_path, load_search
+from .results.summary import SearchResults, load_results
+from .session import SearchHalted
+from .space.notation import covering_configs, sampled_paths
 from .space.sections import default_metric, metric_names, validate_space
 
 __all__ = ["Search", "SearchHalted", "load_results"]
@@ -30,37 +25,6 @@ __all__ = ["Search", "SearchHalted", "load_results"]
 _FIT_RESERVED = ("x", "y", "epochs", "validation_data", "verbose", "validation_split")
 #: What a stopper's dict criteria may name besides the reported metrics.
 _STOPPER_KEYS = ("epoch", "fold_score", "training_iteration", "time_total_s")
-
-
-class SearchHalted(RuntimeError):
-    """A search stopped early on an error every configuration would meet; ``results`` holds what finished."""
-
-    def __init__(self, message: str, results: SearchResults):
-        super().__init__(message)
-        self.results = results
-
-
-def _slots(resources: dict, max_concurrent_trials: int | None) -> int | None:
-    """Folds that train at once: what the connected Ray's CPUs and GPUs allow, at most ``max_concurrent_trials``."""
-    import ray
-
-    total = ray.cluster_resources()
-    fits = [int(total.get(key, 0) // need) for key, need in resources.items() if need]
-    slots = min(fits) if fits else None
-    if max_concurrent_trials is not None:
-        slots = max_concurrent_trials if slots is None else min(slots, max_concurrent_trials)
-    return slots
-
-
-def _as_stopper(stopper, reported):
-    from .engine.stopping import as_stopper
-
-    return as_stopper(stopper, reported)
-
-
-def _in_notebook() -> bool:
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return type(shell).__name__ == "ZMQInteractiveShell"  # a Jupyter kernel, not a terminal IPython
 
 
 class Search:
@@ -171,7 +135,9 @@ class Search:
         if clash:
             raise ValueError(f"fit_kwargs: expected none of {list(_FIT_RESERVED)} (the search sets them; epochs come "
                              f"from optimization/epochs), but got {clash}")
-        self.stopper = _as_stopper(stopper, [*self.metric_names, *_STOPPER_KEYS])
+        from .engine.stopping import as_stopper
+
+        self.stopper = as_stopper(stopper, [*self.metric_names, *_STOPPER_KEYS])
         self.seed = check_int("seed", seed, 0)
         if min_folds is not None and isinstance(racing, RacingRule):
             raise ValueError("min_folds: expected None with a RacingRule object (set min_folds on the rule itself), "
@@ -183,9 +149,21 @@ class Search:
         self.max_failures = check_int("max_failures", max_failures, 0)
         self.reuse_models = check_bool("reuse_models", reuse_models)
         check_picklable(space, builder, loader)
+        self._driver_stops = False  # whether a run's Tune scheduler or stopper stops folds from the driver
+        self._searcher_token = None  # the run's searcher, found again after a crash
         self.set_checkpoints()
         self.set_reporter()
         self.set_resources()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # glimr let a Tune reporter be assigned; glimr_cv draws its own leaderboard, so say so now,
+        # before an experiment folder exists, rather than fail when the first board is drawn
+        if name == "reporter" and not (isinstance(value, dict) and {"parameters", "metrics", "sort_by_metric"} <= set(value)):
+            raise TypeError(
+                f"reporter: expected search.set_reporter(metrics=..., parameters=..., max_report_frequency=...), "
+                f"which takes glimr's reporter arguments, but got an assigned {type(value).__name__}; glimr_cv "
+                "draws its own leaderboard of CV means, so a Ray Tune reporter has nothing to show")
+        super().__setattr__(name, value)
 
     # -- glimr's configuration methods ------------------------------------------
     def set_checkpoints(self, metric: str | None = None, mode: str | None = None, num_to_keep: int | None = None,
@@ -245,8 +223,22 @@ class Search:
             "metrics": list(metrics or []),
             "sort_by_metric": check_bool("sort_by_metric", sort_by_metric),
         }
-        self.jupyter = _in_notebook() if jupyter is None else check_bool("jupyter", jupyter)
+        self.jupyter = in_notebook() if jupyter is None else check_bool("jupyter", jupyter)
         self.report_every = check_number("max_report_frequency", max_report_frequency)
+
+    def set_scaling(self, num_workers: int = 1, use_gpu: bool = False, resources_per_worker: dict | None = None) -> None:
+        """glimr's scaling settings, as :meth:`set_resources`: a fold trains in one Ray worker.
+
+        ``resources_per_worker`` is what one fold reserves (``{"CPU": 2, "GPU": 0}``);
+        ``use_gpu`` adds one GPU when it names none. Folds run side by side, so
+        ``num_workers`` (glimr's data-parallel workers per trial) must be 1.
+        """
+        check_int("num_workers", num_workers, 1, 1)
+        resources = {"CPU": 1, "GPU": 0} if resources_per_worker is None else dict(
+            check_type("resources_per_worker", resources_per_worker, dict, "a dict such as {'CPU': 2, 'GPU': 0}"))
+        if check_bool("use_gpu", use_gpu) and not resources.get("GPU"):
+            resources["GPU"] = 1
+        self.set_resources(resources)
 
     def set_resources(self, resources: dict | None = None) -> None:
         """Resources of one fold training, e.g. ``{"CPU": 1, "GPU": 0}``."""
@@ -256,7 +248,12 @@ class Search:
         self.resources = resources
 
     # -- running -----------------------------------------------------------------
-    def _spec(self):
+    @property
+    def spec(self):
+        """What every fold needs besides its configuration (:class:`glimr_cv.engine.fold.TrialSpec`), read-only.
+
+        A new object on each access, made from the search's settings; changing it changes nothing here.
+        """
         from .engine.fold import TrialSpec
 
         return TrialSpec(
@@ -271,10 +268,10 @@ class Search:
             fit_kwargs=self.fit_kwargs,
             seed=self.seed,
             reuse_models=self.reuse_models,
-            fold_stopping=getattr(self, "fold_stopping", None),  # getattr: a Search pickled by an older glimr_cv
-            driver_stops=getattr(self, "_driver_stops", False),
-            epoch_checkpoints=getattr(self, "every_epoch", False),
-            deterministic=getattr(self, "deterministic", False),
+            fold_stopping=self.fold_stopping,
+            driver_stops=self._driver_stops,
+            epoch_checkpoints=self.every_epoch,
+            deterministic=self.deterministic,
         )
 
     def check(self) -> dict:
@@ -282,7 +279,12 @@ class Search:
 
         Samples a configuration, calls the builder, calls the loader for fold 0,
         and trains on one batch and validates on one batch, exactly as a fold
-        does. Turns the usual mistakes (wrong builder tuple, output names or label
+        does. Then every option of every choice (and grid) is taken by at least
+        one more configuration, built by the builder and compiled; one that takes
+        a structured option (a sub-space, whose loss or layers exist only when it
+        is chosen) is also trained on one batch. That is about as many
+        configurations as the largest choice has options, each option at least
+        once (not all pairs of options), so the check stays cheap. Turns the usual mistakes (wrong builder tuple, output names or label
         keys that are not the task names, non-dataset loader results, shape
         mismatches, a metric that will not be reported) into errors that say what
         was expected. Then finds the modules the pickled builder and loader import
@@ -298,11 +300,15 @@ class Search:
         Raises
         ------
         TypeError, ValueError
-            Naming the builder, the loader or the config path at fault.
+            Naming the builder, the loader or the config path at fault, and the
+            options of the configuration that failed (``tasks/label/loss[1]``).
         """
+        import random
+
         from .engine.fold import preflight
 
-        report = preflight(self._spec(), sample_space(self._parsed, self.seed))
+        first, *others = covering_configs(self._parsed, random.Random(self.seed))
+        report = preflight(self.spec, first[0], others)
         self._ship()
         return report
 
@@ -323,6 +329,8 @@ class Search:
         reuse_actors: bool = True,
         verbose: int = 0,
         address: str | None = None,
+        callbacks: list | None = None,
+        tracking: Any = None,
     ) -> SearchResults:
         """Run the search.
 
@@ -336,6 +344,8 @@ class Search:
             Experiment name; defaults to a timestamp.
         num_samples : int or None
             Most configurations to start (``None``: no limit, needs ``max_fold_trainings``).
+            With a ``tune.grid_search`` in the space, as in Ray Tune, each grid point
+            is tried ``num_samples`` times.
         max_concurrent_trials : int, optional
             Most fold trainings at once; defaults to what the resources allow.
         scheduler : ray.tune scheduler, optional
@@ -361,95 +371,26 @@ class Search:
             this process is connected to, or the cluster in ``RAY_ADDRESS``, or a new
             local Ray. An address other than the connected Ray's is an error, and so
             is Ray Client (``ray://``): this process must be a driver on a node.
+        callbacks : list of ray.tune.Callback, optional
+            Ray Tune callbacks, called in this driver, as Ray documents them
+            (``MLflowLoggerCallback``, ``WandbLoggerCallback``, ``CSVLoggerCallback``, ...):
+            one run per fold training, whose config has ``__glimr_cv__/config_id``
+            and ``__glimr_cv__/fold`` besides the sampled values.
+        tracking : Tracker or list of Tracker, optional
+            Experiment tracking that understands folds (:mod:`glimr_cv.tracking`):
+            ``MLflowTracker(uri, experiment_name=...)``, ``TensorBoardTracker()``.
+            It is checked (reached) before Ray starts, and ``Search.restore`` continues its runs.
 
         Returns
         -------
         SearchResults
         """
-        from ray.tune.search import Searcher
+        from .session import start
 
-        from .engine import runner
-        from .engine.searcher import CVSearcher
-
-        check_int("num_samples", num_samples, 1, allow_none=True)
-        check_int("max_fold_trainings", max_fold_trainings, 1, allow_none=True)
-        check_int("max_concurrent_trials", max_concurrent_trials, 1, allow_none=True)
-        check_bool("reuse_actors", reuse_actors)
-        check_int("verbose", verbose, 0, 3)
-        if num_samples is None and max_fold_trainings is None:
-            raise ValueError("num_samples: expected an int >= 1 when max_fold_trainings is None (or the search "
-                             "never ends), but got None")
-        check_type("search_alg", search_alg, Searcher, "a ray.tune.search.Searcher such as OptunaSearch()", allow_none=True)
-        from .engine.stopping import FoldStops, check_scheduler
-
-        check_scheduler(scheduler)
-        check_type("local_dir", local_dir, (str, os.PathLike), "a path")
-        name = name or datetime.datetime.now().strftime("search_%Y-%m-%d_%H-%M-%S")
-        path = experiment_path(local_dir, name)
-        if os.path.exists(os.path.join(path, SEARCH_FILE)):
-            raise FileExistsError(f"name: expected a new experiment name, but {path!r} exists; "
-                                  f"use Search.restore({os.path.dirname(path)!r}, {name!r}) to resume it")
-        if check:
-            self.check()
-
-        fold_scheduler = FoldScheduler(self.cv_folds or 1, self.mode, self.racing, num_samples, max_fold_trainings)
-        searcher = CVSearcher(self._parsed, fold_scheduler, self.metric, self.mode, self.seed, inner=search_alg,
-                              path=path, references=self.fold_stopping is not None, fail_fast=self.fail_fast)
-        self._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
-        if not check:  # check() did it: modules the workers cannot import travel by value
-            self._ship()
-        # Tune's scheduler and stopper decide in the driver; the folds stop themselves when told
-        self._driver_stops = scheduler is not None or self.stopper is not None
-        stops = FoldStops(scheduler, self.stopper, self.mode, searcher.stop_all) if self._driver_stops else None
-        runner.init_ray(verbose, address)  # before the folder exists: a wrong address leaves nothing behind
-        fold_scheduler.slots = _slots(self.resources, max_concurrent_trials)
-        save_search(self, path)
-        tuner = runner.new_tuner(
-            self._spec(), self.resources, searcher, path, scheduler=stops,
-            max_concurrent_trials=max_concurrent_trials, reuse_actors=reuse_actors,
-            checkpoint_kwargs=self.checkpoint_kwargs, max_failures=self.max_failures, verbose=verbose,
-        )
-        return self._run(runner, tuner, searcher, path, verbose)
-
-    def _run(self, runner, tuner, searcher, path: str, verbose: int = 0) -> SearchResults:
-        display = None
-        if self.report_every > 0:
-            from .engine.progress import ProgressDisplay
-
-            started = time.monotonic()
-            display = ProgressDisplay(lambda: self._leaderboard(searcher, started), self.report_every, self.jupyter)
-        searcher.on_change, searcher.path = display, path  # a restored experiment may have moved
-        results = self.results(path, searcher, runner.run(tuner, verbose))
-        if display is not None:  # the final board from the folder, which has every fold's own error
-            display.render = lambda: results.table if self.jupyter else results.leaderboard()
-            display.show(force=True)
-        if searcher.halted:
-            raise SearchHalted(
-                f"search stopped early: {searcher.halted['message']}\nEverything that finished is kept in {path!r}; "
-                f"fix the cause and resume with glimr_cv.Search.restore({os.path.dirname(path)!r}, "
-                f"{os.path.basename(path)!r})", results)
-        return results
-
-    def _leaderboard(self, searcher, started: float):
-        scheduler = searcher.fold_scheduler
-        table = scheduler_table(scheduler.configs.values(), self.metric, self.mode, self.cv_folds or 1)
-        if not self.reporter["sort_by_metric"]:
-            table = table.sort_values("config_id", ignore_index=True)
-        if self.jupyter:
-            return table
-        minutes, seconds = divmod(int(time.monotonic() - started), 60)
-        statuses = ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()) if len(table) else "none yet"
-        title = (f"[{minutes:02d}:{seconds:02d}] {scheduler.n_started - scheduler.n_running} folds done, "
-                 f"{scheduler.n_running} running; configurations: {statuses}")
-        return title + "\n" + format_leaderboard(table, self.metric, self.cv_folds or 1, self.reporter["parameters"])
-
-    def results(self, path: str, searcher, result_grid=None) -> SearchResults:
-        """:class:`SearchResults` of experiment folder ``path``, run by ``searcher`` (see also :func:`load_results`)."""
-        return collect_results(
-            path, searcher.fold_scheduler, metric=self.metric, mode=self.mode, cv_folds=self.cv_folds or 1,
-            metrics=self.metric_names, reporter=self.reporter, builder=self.builder,
-            result_grid=result_grid,
-        )
+        return start(self, local_dir, name, num_samples=num_samples, max_concurrent_trials=max_concurrent_trials,
+                     scheduler=scheduler, search_alg=search_alg, max_fold_trainings=max_fold_trainings, check=check,
+                     reuse_actors=reuse_actors, verbose=verbose, address=address, callbacks=callbacks,
+                     tracking=tracking)
 
     def nested(self, local_dir: str, outer_folds: int = 5, name: str | None = None, final: str = "ensemble",
                num_samples: int | None = 10, **experiment_kwargs):
@@ -479,34 +420,12 @@ class Search:
         racing state and inner searcher continue where they were.
         ``verbose`` and ``address`` are those of :meth:`experiment`: resume from any
         node that sees ``local_dir``.
+
+        Resuming runs the folder's code (its pickled builder and loader, checked
+        against the hash recorded when the search started): restore only folders
+        you trust. A folder written before glimr_cv's folder format 1 is brought
+        up to it first (:func:`glimr_cv.engine.store.migrate`).
         """
-        from .engine import runner
-        from .engine.searcher import CVSearcher
+        from .session import resume
 
-        path = experiment_path(local_dir, name)
-        search = load_search(path)
-        repair_state(path)
-        reopen_search(path)  # after a halt; a finished search just says "finished" again
-        check_int("verbose", verbose, 0, 3)
-        runner.init_ray(verbose, address)
-        tuner = runner.restore_tuner(path, search._spec(), search.resources, verbose)
-        searcher = CVSearcher.live(search._searcher_token)
-        if searcher is None:
-            raise RuntimeError(f"restore: the searcher of {path!r} was not restored by Ray Tune; "
-                               "expected Tune's saved tuner state to hold it")
-        searcher.reopen(on_restore=True)  # after a halt: the failed configurations get another try
-        return search._run(runner, tuner, searcher, path, verbose)
-
-
-def load_results(local_dir: str, name: str | None = None) -> SearchResults:
-    """:class:`SearchResults` of an experiment folder alone: finished, running or interrupted.
-
-    Settings come from the saved ``Search``, statuses from the searcher's last
-    saved state and fold details from the trial folders, so folds that finished
-    before a crash show as complete.
-    """
-    path = experiment_path(local_dir, name)
-    search = load_search(path)
-    return collect_results(path, saved_scheduler(path), metric=search.metric, mode=search.mode,
-                           cv_folds=search.cv_folds or 1, metrics=search.metric_names, reporter=search.reporter,
-                           builder=search.builder)
+        return resume(experiment_path(local_dir, name), verbose, address)

@@ -151,3 +151,61 @@ def kill_once_at_epoch(marker_dir, epoch):
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return KillOnce()
+
+
+def conditional_space(epochs=1):
+    """The digits task with a conditional model: only the "deep" option has a dropout and a second width."""
+    from ray import tune
+
+    s = space(epochs)
+    del s["units"], s["layers"], s["dropout"]
+    s["model"] = tune.choice([
+        {"kind": "shallow", "units": {16, 32}},
+        {"kind": "deep", "units": {16, 32}, "second": tune.choice([8, 16]), "dropout": tune.uniform(0.0, 0.3)},
+    ])
+    return s
+
+
+def conditional_builder(config):
+    """An MLP whose depth and dropout come from the chosen ``model`` option."""
+    import keras
+
+    from glimr_cv import keras_losses, keras_metrics
+
+    model = config["model"]
+    inputs = keras.Input((64,))
+    h = keras.layers.Dense(model["units"], activation=config["activation"])(inputs)
+    if model["kind"] == "deep":
+        h = keras.layers.Dropout(model["dropout"])(h)
+        h = keras.layers.Dense(model["second"], activation=config["activation"])(h)
+    outputs = {"digit": keras.layers.Dense(10, activation="softmax", name="digit")(h)}
+    losses, weights = keras_losses(config)
+    return keras.Model(inputs, outputs), losses, weights, keras_metrics(config)
+
+
+def slide_space(width, epochs=1):
+    """A small attention MIL model's space over slide features of ``width`` per tile, a binary slide label."""
+    return {
+        "width": width,
+        "pooling": "gated",
+        "tasks": {"label": {"loss": {"name": "bce", "loss": "BinaryCrossentropy"}, "loss_weight": 1.0,
+                            "metrics": [{"name": "auc", "metric": "AUC"}]}},
+        "optimization": {"method": "adam", "learning_rate": 0.01, "epochs": epochs},
+        "data": {"batch_size": 4},
+    }
+
+
+def slide_builder(config):
+    """Tiles -> Dense -> attention pooling -> one sigmoid output named "label"."""
+    import keras
+
+    from glimr_cv import keras_losses, keras_metrics
+    from glimr_cv.mil import bag_pooling
+
+    instances = keras.Input((None, config["width"]), name="instances")
+    mask = keras.Input((None,), dtype="bool", name="mask")
+    h = keras.layers.Dense(8, activation="relu")(instances)
+    z = bag_pooling(config["pooling"], units=8)(h, mask=mask)
+    outputs = {"label": keras.layers.Dense(1, activation="sigmoid", name="label")(z)}
+    losses, weights = keras_losses(config)
+    return keras.Model({"instances": instances, "mask": mask}, outputs), losses, weights, keras_metrics(config)

@@ -70,7 +70,7 @@ def test_missing_folder_is_one_error_line_and_exit_1(tmp_path):
 def test_folder_that_is_not_an_experiment_is_one_error_line_and_exit_1(tmp_path):
     done = run_cli("report", tmp_path)
     assert done.returncode == 1
-    assert "is not a glimr_cv experiment folder: it has no glimr_cv_search.pkl" in _one_error_line(done.stderr)
+    assert "is not a glimr_cv experiment folder: it has no glimr_cv.json" in _one_error_line(done.stderr)
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -142,3 +142,151 @@ def test_report_prints_the_leaderboard_and_writes_the_report(tiny_experiment):
     assert tiny_experiment.leaderboard().splitlines()[0] in done.stdout
     written = done.stdout.strip().splitlines()[-1].removeprefix("report: ")
     assert os.path.isfile(written)
+
+
+# ---------------------------------------------------------------------------
+# serving and prediction edges: flags, corrupt models, NaN, zero rows, where Ray listens
+# ---------------------------------------------------------------------------
+
+
+def _last_error_line(stderr: str) -> str:
+    """The error line after progress lines: the last line, the only one starting with glimr-cv: error:."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert lines and lines[-1].startswith("glimr-cv: error: "), stderr
+    assert sum(line.startswith("glimr-cv: error: ") for line in lines) == 1, stderr
+    return lines[-1]
+
+
+def test_serve_passes_allow_nan_and_ray_bind_to_serve(monkeypatch, tmp_path, capsys):
+    from glimr_cv.deploy import serving
+
+    calls = []
+
+    def fake_serve(model, **kwargs):
+        calls.append(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(serving, "serve", fake_serve)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:  # passes the cheap check; never loaded
+        archive.writestr("config.json", "{}")
+    assert main(["serve", str(tmp_path / "m.keras")]) == 1
+    assert _last_error_line(capsys.readouterr().err) == "glimr-cv: error: stop here"
+    assert main(["serve", str(tmp_path / "m.keras"), "--allow-nan", "--ray-bind", "all"]) == 1
+    assert [(c["allow_nan"], c["ray_bind"]) for c in calls] == [(False, "loopback"), (True, "all")]
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(tmp_path / "m.keras"), "--ray-bind", "everywhere"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_a_corrupt_model_is_one_error_line_distinct_from_a_missing_one(command, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 4)))
+    (tmp_path / "m.keras").write_bytes(b"not a zip archive")
+    argv = [command, str(tmp_path / "m.keras")] + ([str(tmp_path / "x.npy")] if command == "predict" else [])
+    assert main(argv) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"cannot read {tmp_path / 'm.keras'} as a Keras model (not a zip archive" in line
+    assert "no such file" not in line and "not found" not in line.lower()
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    keras = pytest.importorskip("keras")
+    path = tmp_path_factory.mktemp("cli_model") / "small.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save(str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_predict_refuses_nan_unless_allow_nan_and_predicts_zero_rows(small_model, tmp_path):
+    x = np.ones((6, 4), "float32")
+    x[2, 0] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    done = run_cli("predict", small_model, tmp_path / "nan.npy")
+    assert done.returncode == 1
+    line = _last_error_line(done.stderr)
+    assert "expected features without NaN, but data has NaN in 1 row [2]" in line and "--allow-nan" in line
+
+    done = run_cli("predict", small_model, tmp_path / "nan.npy", "--allow-nan", "--out", tmp_path / "p.csv")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table.shape == (6, 3) and table.iloc[2].isna().all() and table.drop(index=2).notna().all().all()
+
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), "float32"))
+    done = run_cli("predict", small_model, tmp_path / "empty.npy")
+    assert done.returncode == 0, done.stderr
+    assert "predicting 0 rows" in done.stderr and "wrote 0 predictions" in done.stderr
+    assert done.stdout.strip() == "prediction_0,prediction_1,prediction_2"
+    done = run_cli("predict", small_model, tmp_path / "empty.npy", "--out", tmp_path / "empty_out.npy")
+    assert done.returncode == 0, done.stderr
+    out = np.load(tmp_path / "empty_out.npy")
+    assert out.shape == (0, 3) and out.dtype == np.float32
+
+
+def _listening(pids: set) -> list:
+    import psutil
+
+    return [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids]
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return (mapped or address).is_loopback
+
+
+@pytest.mark.slow
+def test_serve_starts_a_ray_that_listens_on_the_loopback_only(small_model, tmp_path):
+    """`glimr-cv serve` starts Ray itself (a fresh process): its GCS, raylet, agents, workers, Serve's proxy and
+    replica all listen on 127.0.0.1, not on every interface."""
+    import json
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("ray.serve")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.Popen([*_command(), "serve", str(small_model), "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 240
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert json.loads(response.read())["model"] == "small.keras"
+                break
+            except OSError:
+                assert time.time() < deadline, "the endpoint did not come up"
+                time.sleep(1)
+        tree = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        names = {p.pid: p.name() for p in map(psutil.Process, tree) if p.is_running()}
+        assert any("gcs_server" in n for n in names.values()) and any("raylet" in n for n in names.values()), names
+        sockets = _listening(tree)
+        assert len(sockets) >= 4, sockets
+        exposed = [(names.get(pid), ip, p) for pid, ip, p in sockets if not _loopback(ip)]
+        assert not exposed, f"listening beyond the loopback: {exposed}"
+        request = urllib.request.Request(url, data=b'{"instances": [[1, 2, 3, 4]]}', method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert len(json.loads(response.read())["predictions"][0]) == 3
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # the command shuts Serve and Ray down
+            try:
+                proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()

@@ -210,6 +210,23 @@ SCRIPT = textwrap.dedent('''
             search().experiment(local_dir, name="elsewhere", check=False, address="10.255.255.1:6379")
         except ValueError as err:
             out["elsewhere"] = [str(err), os.path.exists(os.path.join(local_dir, "elsewhere"))]
+        # slides read from a shared folder by folds on both nodes, the driver joining as an sbatch script does:
+        # RAY_ADDRESS exported, address="auto"
+        from e2e_helpers import slide_builder, slide_space
+        from glimr_cv.mil import kfold_slide_loader, synthetic_slides
+
+        shared = os.path.join(os.path.dirname(local_dir), "shared")
+        cohort = synthetic_slides(os.path.join(shared, "slides"), patients=12, tiles=(30, 60), width=8, seed=0)
+        reads = os.path.join(shared, "reads")
+        loader = kfold_slide_loader(cohort, labels={"label": "high_risk"}, read_log=reads)
+        os.environ["RAY_ADDRESS"] = cluster.address
+        slides = Search(slide_space(8), slide_builder, loader, metric="label_auc", cv_folds=2, racing=None)
+        slides.set_reporter(max_report_frequency=0)
+        out["slides"] = rows(slides.experiment(local_dir, name="slides", num_samples=1, check=False, address="auto"))
+        out["slide_reads"] = [line.split("\\t") for f in sorted(os.listdir(reads))
+                              for line in open(os.path.join(reads, f)).read().splitlines()]
+        out["driver_pid"] = os.getpid()  # reads the heatmap's slide once the search has ended
+        del os.environ["RAY_ADDRESS"]
         # in a folder: the worker node, the only one with "accel", writes there
         for name, resources in [("shared", {"CPU": 0.5, "accel": 0.5}), ("exclusive", {"accel": 1})]:
             out[name] = rows(search(resources).experiment(local_dir, name=name, num_samples=1, check=False,
@@ -255,6 +272,17 @@ def test_folds_train_on_both_nodes_of_a_cluster_joined_by_address(cluster_runs):
     rows = cluster_runs.two_nodes["folds"]
     assert len(rows) == 4 and _complete_with_weights(rows)
     assert len({r["node"] for r in rows}) == 2
+
+
+@pytest.mark.slow
+def test_slide_files_in_a_shared_folder_are_read_by_folds_on_both_nodes(cluster_runs):
+    rows = cluster_runs.slides
+    assert len(rows) == 2 and _complete_with_weights(rows)  # two folds at once, one CPU per node: one on each
+    assert len({r["node"] for r in rows}) == 2
+    node_of = {int(r["worker"].split("@")[0]): r["node"] for r in rows}
+    reads = [line for line in cluster_runs.slide_reads if int(line[0]) != cluster_runs.driver_pid]
+    assert reads and {int(line[0]) for line in reads} <= set(node_of)  # the fold workers read their slides
+    assert {node_of[int(line[0])] for line in reads} == {r["node"] for r in rows}  # on both nodes
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import pytest
 import e2e_helpers as h
 from glimr_cv import kfold_loader
 from glimr_cv.deploy import BatchPredictor, fold_ensemble, predict, predict_ray
+from glimr_cv.deploy.batch import _check_columns, check_no_nan, load_keras_model, nan_rows, same_rows
 from glimr_cv.deploy.refit import full_data, refit_epochs
 
 keras = pytest.importorskip("keras")
@@ -106,6 +107,99 @@ def test_predict_named_inputs_from_dataframe_columns_and_dicts():
         predict(model, object())
     with pytest.raises(FileNotFoundError, match="no such file"):
         predict("/nonexistent/model.keras", xa)
+
+
+def _named_model():
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    joined = keras.layers.Concatenate()([a, b])
+    return keras.Model({"a": a, "b": b}, {"y": keras.layers.Dense(2, name="y")(joined),
+                                          "z": keras.layers.Dense(1, name="z")(a)})
+
+
+def test_predict_on_zero_rows_gives_zero_rows_of_each_output():
+    single = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    for data in (np.zeros((0, 4)), np.zeros((0, 4), "float32"), pd.DataFrame(np.zeros((0, 4))),
+                 tf.data.Dataset.from_tensor_slices(np.zeros((0, 4), "float32")).batch(8),
+                 tf.data.Dataset.from_tensor_slices(np.zeros((0, 4), "float32")).batch(8).filter(lambda x: True)):
+        out = predict(single, data)
+        assert isinstance(out, np.ndarray) and out.shape == (0, 2) and out.dtype == np.float32, (data, out)
+    named = _named_model()
+    for data in ({"a": np.zeros((0, 3)), "b": np.zeros((0, 1))},
+                 pd.DataFrame({"a": pd.Series([], dtype=object), "b": pd.Series([], dtype="float32")})):
+        out = predict(named, data)
+        assert sorted(out) == ["y", "z"] and out["y"].shape == (0, 2) and out["z"].shape == (0, 1)
+        assert out["y"].dtype == np.float32
+
+
+def test_inputs_with_different_numbers_of_rows_are_refused_naming_each():
+    with pytest.raises(ValueError, match=r"data: expected the same number of rows for every input, but got "
+                                         r"'a': 2 rows, 'b': 3 rows"):
+        predict(_named_model(), {"a": np.zeros((2, 3)), "b": np.zeros((3, 1))})
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    listed = keras.Model([a, b], keras.layers.Dense(1)(keras.layers.Concatenate()([a, b])))
+    with pytest.raises(ValueError, match=r"'a': 4 rows, 'b': 1 row$"):
+        predict(listed, [np.zeros((4, 3)), np.zeros((1, 1))])
+    assert same_rows("data", {"a": np.zeros((2, 3)), "b": [[1], [2]]}) == 2
+    with pytest.raises(ValueError, match="'b': a scalar"):
+        same_rows("data", {"a": np.zeros(2), "b": 1.0})
+
+
+def test_a_corrupt_model_file_is_not_reported_as_a_missing_one(tmp_path):
+    import zipfile
+
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"^model: cannot read .*junk\.keras as a Keras model \(not a zip archive"):
+        predict(str(junk), np.zeros((1, 4)))
+    truncated = tmp_path / "truncated.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(str(tmp_path / "whole.keras"))
+    truncated.write_bytes((tmp_path / "whole.keras").read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"cannot read .*truncated\.keras as a Keras model"):
+        load_keras_model(str(truncated))
+    odd = tmp_path / "odd.keras"
+    with zipfile.ZipFile(odd, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "NoSuchLayer", "config": {}}')
+    with pytest.raises(ValueError, match=r"cannot read .*odd\.keras as a Keras model \(TypeError: .*NoSuchLayer"):
+        load_keras_model(str(odd))
+    with pytest.raises(FileNotFoundError, match=r"model: no such file .*missing\.keras"):
+        load_keras_model(str(tmp_path / "missing.keras"))
+
+
+def test_nan_features_are_refused_naming_rows_unless_allowed():
+    x = np.ones((10, 4), "float32")
+    x[3, 1], x[7] = np.nan, np.nan
+    assert {k: v.tolist() for k, v in nan_rows(x).items()} == {None: [3, 7]}
+    single = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    for data in (x, pd.DataFrame(x)):
+        with pytest.raises(ValueError, match=r"data: expected features without NaN, but data has NaN in 2 rows "
+                                             r"\[3, 7\]; pass allow_nan=True"):
+            predict(single, data)
+    with pytest.raises(ValueError, match=r"batch 1 \(from 0\) of the tf.data.Dataset has NaN; pass allow_nan"):
+        predict(single, tf.data.Dataset.from_tensor_slices((x, np.zeros(10))).batch(3))
+    named = _named_model()
+    with pytest.raises(ValueError, match=r"data\['b'\] has NaN in 1 row \[1\]"):
+        predict(named, {"a": np.ones((3, 3)), "b": np.array([[0.0], [np.nan], [1.0]])})
+    with pytest.raises(ValueError, match=r"in input 'a'"):
+        predict(named, tf.data.Dataset.from_tensor_slices({"a": x[:, :3], "b": x[:, :1] * 0}).batch(5))
+    allowed = predict(single, x, allow_nan=True)
+    assert allowed.shape == (10, 2) and np.isnan(allowed[3]).all() and np.isfinite(allowed[0]).all()
+    assert predict(single, tf.data.Dataset.from_tensor_slices(x).batch(4), allow_nan=True).shape == (10, 2)
+    with pytest.raises(TypeError, match="allow_nan: expected True or False"):
+        predict(single, x, allow_nan="yes")
+    check_no_nan("data", np.array([[1, 2]]))  # integers hold no NaN
+
+
+def test_predict_ray_columns_are_checked_against_the_schema_without_reading_data():
+    columns = ["id", "features"]
+    _check_columns(columns, "features", ["id"], None)
+    with pytest.raises(ValueError, match=r"^feature_columns: expected columns of the dataset \['id', 'features'\], "
+                                         r"but 'nope' is not among them"):
+        _check_columns(columns, "nope", [], None)
+    with pytest.raises(ValueError, match=r"^keep_columns: .* but \['x', 'y'\] are not among them"):
+        _check_columns(columns, None, ["x", "y"], None)
+    with pytest.raises(ValueError, match=r"the model's named inputs \['a', 'b'\] \(or feature_columns\)"):
+        _check_columns(columns, None, [], ["a", "b"])
+    _check_columns(columns, "features", [], ["a", "b"])  # explicit feature columns replace the named inputs
 
 
 # ---------------------------------------------------------------------------
@@ -278,3 +372,38 @@ def test_predict_ray_loads_the_model_once_per_worker(tiny_run, tmp_path):
     assert len(loads) == 1 and len(batches) >= 6, (loads, batches)
     with pytest.raises(TypeError, match="ray.data.Dataset"):
         predict_ray(path, x)
+
+
+@pytest.mark.slow
+def test_predict_ray_reports_user_mistakes_first_and_refuses_nan_unless_allowed(ray_local, tmp_path):
+    import ray.data
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    x = np.random.default_rng(0).random((12, 4)).astype("float32")
+    x[5, 2] = np.nan
+    ds = ray.data.from_items([{"id": 100 + i, "features": x[i]} for i in range(len(x))])
+    # mistakes found before any data is read: the user's error, not a RayTaskError around it
+    with pytest.raises(ValueError, match=r"^feature_columns: expected columns of the dataset \['id', 'features'\], "
+                                         r"but 'nope' is not among them"):
+        predict_ray(path, ds, feature_columns="nope")
+    with pytest.raises(ValueError, match=r"^keep_columns: .*but 'ident' is not among them"):
+        predict_ray(path, ds, feature_columns="features", keep_columns=["ident"])
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"^model_path: cannot read .*corrupt\.keras as a Keras model"):
+        predict_ray(str(corrupt), ds, feature_columns="features")
+    with pytest.raises(ValueError, match="batch_size"):
+        predict_ray(path, ds, batch_size=0)
+    # NaN: found when the rows are read, named by the kept columns
+    refused = predict_ray(path, ds, batch_size=4, feature_columns="features", keep_columns=["id"])
+    with pytest.raises(Exception, match=r"expected features without NaN, but the features hold NaN in 1 row "
+                                        r"\(id=\[105\]\); pass allow_nan=True"):
+        refused.to_pandas()
+    out = predict_ray(path, ds, batch_size=4, feature_columns="features", keep_columns=["id"],
+                      allow_nan=True).to_pandas().sort_values("id")
+    got = np.stack(out["prediction"].to_numpy())
+    assert np.isnan(got[5]).all() and np.isfinite(np.delete(got, 5, axis=0)).all()
+    np.testing.assert_allclose(np.delete(got, 5, axis=0), np.delete(predict(path, x, allow_nan=True), 5, axis=0),
+                               rtol=1e-5, atol=1e-6)

@@ -119,8 +119,9 @@ def _search(loader, **kwargs):
 
 def test_nested_cv_names_bad_input_before_anything_runs(tmp_path):
     x, y = h.digits_arrays()
-    with pytest.raises(TypeError, match=r"loader: expected a KFoldLoader \(glimr_cv.kfold_loader\(...\)\) for nested "
-                                        r"CV, .* but the search's loader is loader"):
+    with pytest.raises(TypeError, match=r"loader: nested cross-validation, which splits its rows into outer folds, "
+                                        r"needs a loader that holds its rows .* but the search's loader loader lacks n, "
+                                        r"labels, groups, preprocess"):
         nested_cv(_search(h.digits_loader), str(tmp_path))
     with pytest.raises(TypeError, match=r"search: expected a glimr_cv.Search, but got dict"):
         nested_cv({}, str(tmp_path))
@@ -193,7 +194,8 @@ def _builder(config):
     from glimr_cv import keras_losses, keras_metrics
 
     inputs = keras.Input((65,))
-    hidden = keras.layers.Dense(config["units"], activation="relu")(inputs)
+    hidden = keras.layers.Dense(config["hidden"]["units"], activation="relu")(inputs)
+    hidden = keras.layers.Dropout(config["hidden"].get("dropout", 0.0))(hidden)
     outputs = {"digit": keras.layers.Dense(10, activation="softmax", name="digit")(hidden)}
     losses, weights = keras_losses(config)
     return keras.Model(inputs, outputs), losses, weights, keras_metrics(config)
@@ -209,13 +211,17 @@ def _records(folder, kind):
 
 @pytest.fixture(scope="module")
 def nested_run(ray_local, tmp_path_factory):
+    from ray import tune
+
     from glimr_cv import Search
 
     x, y = h.digits_arrays()
     ids = (np.arange(len(x)) / _ID_SCALE).astype("float32")
     loader = RecordingLoader(np.hstack([x, ids[:, None]]), {"digit": y}, splitter="stratified", seed=0)
     loader.record_dir = str(tmp_path_factory.mktemp("records"))
-    space = {"units": {16, 32}, "tasks": h.space()["tasks"], "data": {"batch_size": 32},
+    # conditional: "dropout" exists only in the second option (its column is NaN where the first was chosen)
+    space = {"hidden": tune.choice([{"units": {16, 32}}, {"units": 24, "dropout": [0.0, 0.2]}]),
+             "tasks": h.space()["tasks"], "data": {"batch_size": 32},
              "optimization": {"method": "adam", "learning_rate": {0.01, 0.02}, "epochs": 2}}
     search = Search(space, _builder, loader, cv_folds=2, racing=None, seed=0)
     search.set_reporter(max_report_frequency=0)
@@ -275,10 +281,11 @@ def test_no_outer_test_row_reaches_an_inner_search(nested_run):
 def test_nested_run_table_scores_and_folders(nested_run):
     ensemble, refit, x, y = nested_run["ensemble"], nested_run["refit"], nested_run["x"], nested_run["y"]
     columns = ["outer_fold", "n_train", "n_test", "config_id", "inner_mean_digit_accuracy", "outer_digit_accuracy",
-               "outer_digit_loss", "outer_loss", "config/units", "config/optimization/learning_rate"]
+               "outer_digit_loss", "outer_loss", "config/hidden/units", "config/hidden/dropout",
+               "config/optimization/learning_rate"]
     for results in (ensemble, refit):
         table = results.table
-        assert list(table.columns) == columns and len(table) == 2
+        assert list(table.columns) == columns and len(table) == 2, table.to_string()
         assert table["outer_fold"].tolist() == [0, 1]
         assert (table["n_train"] + table["n_test"]).tolist() == [len(x)] * 2 and table["n_test"].sum() == len(x)
         assert results.score_mean == pytest.approx(table["outer_digit_accuracy"].mean())
@@ -290,7 +297,11 @@ def test_nested_run_table_scores_and_folders(nested_run):
             assert table["config_id"][k] == inner.best_config_id and len(inner.table) == 2
             best = inner.table[inner.table["config_id"] == inner.best_config_id].iloc[0]
             assert table["inner_mean_digit_accuracy"][k] == pytest.approx(best["mean_digit_accuracy"])
-            assert table["config/units"][k] == inner.best_config["units"]
+            chosen = inner.best_config["hidden"]
+            assert table["config/hidden/units"][k] == chosen["units"]
+            # a parameter of the option not chosen is NaN, not an error nor a made-up value
+            assert (table["config/hidden/dropout"][k] == chosen["dropout"] if "dropout" in chosen
+                    else np.isnan(table["config/hidden/dropout"][k]))
     # the outer score is the plain accuracy of the final model on the test rows, checked here with NumPy
     features = np.hstack([x, (np.arange(len(x)) / _ID_SCALE).astype("float32")[:, None]])
     for k, (_, test) in enumerate(ensemble.splits):

@@ -292,9 +292,12 @@ def test_task_metric_lists_are_not_intervals(n_metrics):
     assert sample_space(space, 0)["tasks"]["cls"]["metrics"] == metrics
 
 
-def test_lists_outside_task_metrics_are_still_intervals():
+def test_a_list_of_plain_values_is_an_interval_and_a_list_holding_a_dict_a_list_of_sub_spaces():
     with pytest.raises(SpaceError, match=re.escape("tasks/cls/other: expected an interval")):
-        parse_space({"tasks": {"cls": {"other": [{"name": "m"}]}}})
+        parse_space({"tasks": {"cls": {"other": ["m", "n", "o", "p"]}}})
+    config = sample_space({"tasks": {"cls": {"other": [{"name": "m", "k": [1, 3]}, {"u": {4, 5}}]}}}, 0)
+    other = config["tasks"]["cls"]["other"]
+    assert other[0]["name"] == "m" and other[0]["k"] in (1, 2, 3) and other[1]["u"] in (4, 5)
 
 
 def test_notation_inside_a_metric_entry_is_sampled():

@@ -33,8 +33,8 @@ from glimr_cv.engine.scheduler import ConfigState, FoldScheduler  # noqa: E402
 from glimr_cv.engine.store import save_search  # noqa: E402
 from glimr_cv.results import plots  # noqa: E402
 from glimr_cv.results.analysis import read_epochs  # noqa: E402
-from glimr_cv.schema import META  # noqa: E402
 from glimr_cv.search import Search, load_results  # noqa: E402
+from fake_experiment import write_trial  # noqa: E402
 
 T0 = 1_700_000_000.0
 ERROR = "ValueError: shapes <None, 10> & <None, 3> are incompatible"
@@ -70,21 +70,18 @@ def write_fold(exp, cid, fold, values, kind="complete", *, metric="digit_accurac
     """One trial folder. ``values``: the metric per epoch; ``kind``: complete, failed (a final report with
     ``error``), running (epochs only), cut (a last line cut short), died (error.txt) or started (no report)."""
     trial_id = f"t{cid}{fold}"
-    d = exp / f"c{cid:04d}_f{fold}_{trial_id}"
-    d.mkdir()
+    name = f"c{cid:04d}_f{fold}_{trial_id}"
     params = params_of(cid) if params is None else params
-    (d / "params.json").write_text(json.dumps({**params, META: {"config_id": cid, "fold": fold}}))
     if kind == "started":
-        return d
+        return write_trial(exp, name, params, cid, fold, result=False)
     pid, host = worker
-    lines, best, best_epoch = [], None, None
+    lines, best, best_epoch, checkpoint = [], None, None, None
     for e, v in enumerate(values):
         if best is None or (v > best if mode == "max" else v < best):
             best, best_epoch = v, e + 1
         elapsed = seconds * (e + 1) / (len(values) + 1)
         lines.append({**_metrics(v, metric), "epoch": e + 1, "fold_score": best,
                       **_ray(trial_id, e + 1, elapsed, pid, host, start, base)})
-    text = "".join(json.dumps(line) + "\n" for line in lines)
     if kind in ("complete", "failed"):
         final = {**_metrics(best if best is not None else 0.0, metric), "epoch": best_epoch, "fold_score": best,
                  "score": best, "best_epoch": best_epoch, "epochs": len(values), "fit_seconds": seconds * 0.8,
@@ -93,20 +90,14 @@ def write_fold(exp, cid, fold, values, kind="complete", *, metric="digit_accurac
                  "ended_at": base + start + seconds, "fold_status": kind}
         if kind == "failed":
             final["error"] = error
-        text += json.dumps({**final, **_ray(trial_id, len(values) + 1, seconds, pid, host, start, base),
-                            "should_checkpoint": kind == "complete"}) + "\n"
+        lines.append({**final, **_ray(trial_id, len(values) + 1, seconds, pid, host, start, base),
+                      "should_checkpoint": kind == "complete"})
         if kind == "complete":
-            ckpt = d / "checkpoint_000000"
-            ckpt.mkdir()
-            (ckpt / "model.weights.h5").write_bytes(b"")
-            (ckpt / "fold.json").write_text(json.dumps({"config_id": cid, "fold": fold, "metric": metric,
-                                                        "mode": mode, "final": final}))
-    if kind == "cut":
-        text += '{"digit_accuracy": 0.5, "digit_lo'
-    (d / "result.json").write_text(text)
-    if kind == "died":
-        (d / "error.txt").write_text(f"Failure # 1\nTraceback (most recent call last):\n{error}\n")
-    return d
+            checkpoint = {"model.weights.h5": b"", "fold.json": json.dumps(
+                {"config_id": cid, "fold": fold, "metric": metric, "mode": mode, "final": final})}
+    return write_trial(exp, name, params, cid, fold, lines, checkpoint=checkpoint,
+                       raw_tail='{"digit_accuracy": 0.5, "digit_lo' if kind == "cut" else None,
+                       error_txt=f"Failure # 1\nTraceback (most recent call last):\n{error}\n" if kind == "died" else None)
 
 
 def write_scheduler(exp, cv_folds, mode, states, max_configs):
@@ -120,6 +111,9 @@ def write_scheduler(exp, cv_folds, mode, states, max_configs):
         1 for v in states.values() if v[0] == "failed")
     with open(exp / "searcher-state-2023-11-14_22-13-20.pkl", "wb") as f:
         pickle.dump({"scheduler": s, "trials": {}, "inner_ids": {}, "rng": None, "inner": None}, f)
+    from glimr_cv.engine.store import read_meta, write_state
+
+    write_state(str(exp), s, read_meta(str(exp))["run"])  # the plain-data copy that readers read
 
 
 def age(exp, seconds):

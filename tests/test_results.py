@@ -12,6 +12,8 @@ from glimr_cv.results.tables import cv_table, format_leaderboard
 from glimr_cv.schema import KEYS
 from glimr_cv.schema import META
 
+import fake_experiment
+
 # ---------------------------------------------------------------------------
 # cv_table
 # ---------------------------------------------------------------------------
@@ -444,21 +446,11 @@ def final(status, acc, best_epoch, epochs, fit_seconds=3.5, **extra):
 
 
 def write_trial(exp, name, config_id, fold, lines=(), raw_tail=None, error_txt=None, checkpoint=True, params=None):
-    d = exp / name
-    d.mkdir()
     cfg = params if params is not None else {"optimization": {"learning_rate": 0.001 * (config_id + 1), "epochs": 3}}
-    (d / "params.json").write_text(json.dumps({**cfg, META: {"config_id": config_id, "fold": fold}}))
     trial_id = name.split("_", 2)[-1]
-    text = "".join(json.dumps(ray_line(trial_id, i + 1, **line)) + "\n" for i, line in enumerate(lines))
-    if raw_tail is not None:
-        text += raw_tail
-    (d / "result.json").write_text(text)
-    if error_txt is not None:
-        (d / "error.txt").write_text(error_txt)
-    if checkpoint:
-        (d / "checkpoint_000000").mkdir()
-        (d / "checkpoint_000000" / "model.weights.h5").write_bytes(b"")
-    return d
+    return fake_experiment.write_trial(
+        exp, name, cfg, config_id, fold, [ray_line(trial_id, i + 1, **line) for i, line in enumerate(lines)],
+        raw_tail=raw_tail, error_txt=error_txt, checkpoint={"model.weights.h5": b""} if checkpoint else None)
 
 
 @pytest.fixture

@@ -999,3 +999,163 @@ def test_telling_fold_first_saves_folds_on_a_saturated_metric_and_keeps_the_winn
     assert ordered.n_started <= unordered.n_started
     if 0 not in hard:  # in index order, configurations tie on fold 0 before they show anything
         assert ordered.n_started < unordered.n_started
+
+
+# -- fold order kept incrementally: the same order as the sums in configuration order ------------
+
+
+def reference_fold_order(s):
+    """fold_order as first written: every configuration's trails summed again, in configuration order."""
+    order = list(range(s.cv_folds))
+    best = s.configs.get(s.incumbent)
+    if best is None or not getattr(s.racing, "pairs_folds", False):
+        return order
+    trail = [0.0] * s.cv_folds
+    count = [0] * s.cv_folds
+    for c in s.configs.values():
+        if c is best:
+            continue
+        for fold, score in c.scores.items():
+            trail[fold] += s._o(best.scores[fold]) - s._o(score)
+            count[fold] += 1
+    return sorted(order, key=lambda f: -(trail[f] / count[f]) if count[f] else 0.0)
+
+
+class ReferenceScheduler(FoldScheduler):
+    """The scheduler with its decisions computed as first written, scanning every configuration."""
+
+    def fold_order(self):
+        return reference_fold_order(self)
+
+    def _near_model(self):
+        if self.slots is not None and self.n_running < self.slots:
+            config_id = self._freed
+        else:
+            running = [(seq, c.config_id) for c in self.configs.values() for seq in c.started.values()]
+            config_id = min(running)[1] if running else None
+        c = self.configs.get(config_id) if config_id is not None else None
+        if c is None or c.status != "running" or not c.todo or self._should_stop(c) or not self._competitive(c):
+            return None
+        if self.racing is not None and self.incumbent is None:
+            return None
+        return c
+
+    def next(self):
+        self._swept = False  # every DONE scans the configurations
+        return super().next()
+
+
+def random_replay(cls, seed, check=None):
+    """Drive a ``cls`` scheduler with random scores, finish order, failures, retries, repeated scores,
+    pickles and an early close; ``check(s)`` after every event. Returns everything it decided."""
+    rng = random.Random(seed)
+    n_folds = rng.randint(1, 6)
+    racing = rng.choice([Paired(), Paired(tolerance=rng.choice([0.0, 0.02, 0.2, 1.0])), TTest(), Forgiving(),
+                         UnorderedPaired(), None])
+    s = cls(n_folds, mode=rng.choice(["max", "min"]), racing=racing, max_configs=rng.randint(1, 60),
+            max_fold_trainings=rng.choice([None, rng.randint(0, 200)]), explore=rng.choice([None, 1, 3]),
+            slots=rng.choice([None, 1, 2, 4]))
+    # discrete scores make trails tie exactly, or up to the last bits (0.1 + 0.2 != 0.3)
+    values = rng.choice([None, [0.5, 0.75, 1.0], [0.1, 0.2, 0.3, 0.7], [k / 7 for k in range(8)], [1.0, 1 - 1e-16]])
+    width, running, log = rng.randint(1, 6), [], []
+    for _ in range(600):
+        while len(running) < width:
+            answer = s.next()
+            if answer == NEW:
+                answer = s.add_config(len(s.configs))
+            log.append(answer)
+            if not isinstance(answer, Run):
+                break
+            running.append(answer)
+        event = rng.random()
+        if event < 0.02:
+            failed = [c for c, st in s.configs.items() if st.status == "failed"]
+            if failed:
+                s.retry(rng.choice(failed))
+        elif event < 0.04:  # a fold's score reported again, the incumbent's too
+            scored = [(c, f) for c, st in s.configs.items() for f in st.scores]
+            if scored:
+                c, f = rng.choice(scored)
+                s.finish(c, f, rng.random())
+        elif running:
+            run = running.pop(rng.randrange(len(running)))
+            if event < 0.07:
+                s.fail(*run, "worker died")
+            else:
+                score = math.nan if event < 0.09 else rng.choice(values) if values else rng.random()
+                s.finish(*run, score)
+        elif log[-1] == DONE:
+            break
+        if rng.random() < 0.01:
+            s.close()
+        if rng.random() < 0.03:
+            s = pickle.loads(pickle.dumps(s))
+        if check is not None:
+            check(s)
+        log.append(s.fold_order())
+    log.append([(c, st.status, st.scores, st.skipped) for c, st in s.configs.items()])
+    log.append((s.best(), s.n_started, [(e, c, None if math.isnan(m) else m) for e, c, m in s.pop_events()]))
+    return log
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_incremental_fold_order_is_the_order_of_the_sums_in_configuration_order(seed):
+    checked = []
+
+    def check(s):
+        assert s.fold_order() == reference_fold_order(s)
+        checked.append(s.incumbent is not None)
+
+    random_replay(FoldScheduler, seed, check)
+    assert checked
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_scheduler_decides_as_the_scheduler_that_scans_every_configuration(seed):
+    assert random_replay(FoldScheduler, seed) == random_replay(ReferenceScheduler, seed)
+
+
+def test_fold_order_ties_up_to_the_last_bits_break_as_the_sums_in_configuration_order():
+    # trails 0.1, 0.2, 0.3 on fold 0 and 0.3, 0.2, 0.1 on fold 1 (configurations 1, 2, 3), arriving in the
+    # other order: summed as they arrive, fold 1's sum is the larger; in configuration order, fold 0's
+    assert (0.1 + 0.2) + 0.3 > (0.3 + 0.2) + 0.1
+    s = FoldScheduler(2, mode="min", racing=Paired(tolerance=1.0), explore=1, max_configs=4)
+    complete_incumbent(s, [0.0, 0.0])
+    assert s.fold_order() == [0, 1]
+    for c in (1, 2, 3):
+        assert s.next() == NEW and s.add_config(c) == Run(c, 0)
+    for c, score in ((3, 0.3), (2, 0.2), (1, 0.1)):
+        s.finish(c, 0, score)
+    assert [s.next() for _ in range(3)] == [Run(1, 1), Run(2, 1), Run(3, 1)]
+    for c, score in ((3, 0.1), (2, 0.2), (1, 0.3)):
+        s.finish(c, 1, score)
+    assert reference_fold_order(s) == s.fold_order() == [0, 1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_scheduler_pickled_before_incremental_fold_order_loads_and_orders_folds_the_same(seed):
+    table = noisy_table(seed, 30, 4, sd=0.03)
+
+    def sim():
+        return Sim(FoldScheduler(4, racing=Paired(tolerance=0.02), max_configs=30, slots=2), table, slots=2)
+
+    original = sim()
+    for _ in range(len(sim().run().finished) // 2):
+        assert original.step()
+    assert original.s.best() is not None and original.s.n_running
+    original.s.fold_order()
+    old = pickle.loads(pickle.dumps(original.s))
+    for name in ("_running", "_trails", "_swept"):  # what an older glimr_cv pickled
+        delattr(old, name)
+    assert not {"_running", "_trails", "_swept"} & set(original.s.__getstate__())  # derived: never pickled
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.fold_order() == reference_fold_order(loaded) == original.s.fold_order()
+    near = [getattr(s._near_model(), "config_id", None) for s in (loaded, original.s)]
+    assert near[0] == near[1]
+    resumed = Sim(loaded, table, slots=2)
+    resumed.running = collections.deque(original.running)
+    before = len(original.decisions)
+    original.run()
+    resumed.run()
+    assert resumed.decisions == original.decisions[before:]
+    assert {c: st.status for c, st in loaded.configs.items()} == {c: st.status for c, st in original.s.configs.items()}

@@ -1,6 +1,5 @@
 """Folds that stop early (Tune schedulers, stoppers, the fold-stopping rule), fail-fast, and resuming a fold."""
 
-import math
 import os
 from types import SimpleNamespace
 

@@ -124,7 +124,12 @@ def test_public_names():
 
     assert sorted(s.__all__) == sorted(["survival_labels", "cox_loss", "CoxLoss", "exponential_nll", "weibull_nll",
                                         "concordance_index", "ConcordanceIndex", "event_stratified_order",
-                                        "kfold_survival_loader", "SurvivalKFoldLoader"])
+                                        "kfold_survival_loader", "SurvivalKFoldLoader", "survival_strata",
+                                        # discrete-time loss, IPCW evaluation and their metrics
+                                        "discrete_time_nll", "DiscreteTimeNLL", "discrete_time_edges",
+                                        "hazards_to_survival", "discrete_risk", "survival_at", "uno_concordance",
+                                        "UnoConcordance", "brier_score", "integrated_brier_score",
+                                        "IntegratedBrierScore", "censoring_survival", "breslow_survival"])
     assert all(getattr(s, name).__doc__ for name in s.__all__)
 
 
@@ -288,6 +293,75 @@ def test_cox_loss_bad_input():
         CoxLoss(ties="exact")
 
 
+# --------------------------------------------------------------------------- survival inputs checked where they enter
+
+EVENTS = r"expected events \(column 1\) 0 \(censored\), 1 \(event\) or NaN \(missing\), but got"
+LOSSES = [(cox_loss, RISK), (exponential_nll, RISK), (weibull_nll, np.zeros((3, 2)))]
+
+
+@pytest.mark.parametrize("bad", [2.0, 0.5, -1.0])
+def test_losses_and_the_metric_refuse_events_other_than_0_1_or_nan(bad):
+    # they used to be taken: cox_loss gave the value of event 1, the C-index counted -1 and 2 as events
+    y = np.array([[1.0, 1.0], [2.0, bad], [3.0, 0.0]])
+    for fn, pred in LOSSES:
+        with pytest.raises(ValueError, match=rf"^y_true: {EVENTS} {bad}$"):
+            fn(tf.constant(y), tf.constant(pred))
+    with pytest.raises(ValueError, match=rf"^c: {EVENTS} {bad}$"):
+        ConcordanceIndex(name="c").update_state(y, RISK)
+
+
+@pytest.mark.parametrize("bad", [-50.0, np.inf])
+def test_losses_and_the_metric_refuse_negative_or_infinite_times(bad):
+    y = np.array([[1.0, 1.0], [bad, 0.0], [3.0, 0.0]])
+    for fn, pred in LOSSES:
+        with pytest.raises(ValueError, match=rf"^y_true: expected finite times \(column 0\) >= 0, but got {bad}$"):
+            fn(tf.constant(y), tf.constant(pred))
+    with pytest.raises(ValueError, match=r"^c: expected finite times"):
+        ConcordanceIndex(name="c").update_state(y, RISK)
+
+
+def test_rows_that_differ_name_both_shapes_eager_and_traced():
+    y = np.array([[1.0, 1.0], [2.0, 0.0], [3.0, 0.0]])
+    for fn, pred in LOSSES:
+        longer = np.concatenate([pred, pred[:1]])
+        with pytest.raises(ValueError, match=rf"^y_pred: expected as many rows as y_true, of shape \(3, 2\), but got shape \(4, {pred.shape[1]}\)$"):
+            fn(tf.constant(y), tf.constant(longer))
+    with pytest.raises(ValueError, match=r"^c: expected predictions with as many rows as the labels, of shape \(3, 2\), but got shape \(2, 1\)$"):
+        ConcordanceIndex(name="c").update_state(y, RISK[:2])
+    with pytest.raises(ValueError, match=r"^y_true: expected labels of shape \(n, 2\)"):
+        cox_loss(tf.constant(np.c_[y, y[:, :1]]), tf.constant(RISK))  # (n, 3): refused, not read as columns 0 and 1
+
+    # traced with unknown batch sizes: the same messages, from assertions
+    signature = [tf.TensorSpec([None, 2], tf.float64), tf.TensorSpec([None, 1], tf.float64)]
+    traced = tf.function(cox_loss, input_signature=signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"y_pred: expected as many rows as y_true"):
+        traced(tf.constant(y), tf.constant(np.concatenate([RISK, RISK])))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"y_true: {EVENTS} other values in a batch"):
+        traced(tf.constant(y + [[0.0, 0.0], [0.0, 2.0], [0.0, 0.0]]), tf.constant(RISK))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"y_true: expected finite times \(column 0\) >= 0, but got other values in a batch"):
+        traced(tf.constant(y - [[0.0, 0.0], [52.0, 0.0], [0.0, 0.0]]), tf.constant(RISK))
+    assert abs(float(traced(tf.constant(y), tf.constant(RISK))) - loss_value(cox_loss, y[:, 0], y[:, 1], RISK)) <= 1e-12
+    metric = ConcordanceIndex(name="c")
+    update = tf.function(metric.update_state, input_signature=signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"c: {EVENTS} other values in a batch"):
+        update(tf.constant(y - [[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]), tf.constant(RISK))
+
+
+def test_concordance_metric_with_hazard_logits_ranks_by_discrete_risk():
+    from glimr_cv.survival import discrete_risk
+
+    time, event, _ = tied_data(n=60, seed=11, missing=4)
+    logits = np.random.default_rng(11).normal(size=(60, 5))
+    metric = ConcordanceIndex(prediction="hazard_logits")
+    metric.update_state(np.stack([time, event], 1)[:30], logits[:30])
+    metric.update_state(np.stack([time, event], 1)[30:], logits[30:])
+    assert abs(float(metric.result()) - concordance_index(time, event, discrete_risk(logits))) <= 1e-6
+    assert ConcordanceIndex.from_config(metric.get_config()).prediction == "hazard_logits"
+    assert ConcordanceIndex().get_config() == {"name": "concordance_index", "dtype": "float32", "prediction": "risk"}
+    with pytest.raises(ValueError, match=r"^concordance_index: expected hazard logits \(one per interval\) of shape \(n, K\), but got shape \(3,\)$"):
+        metric.update_state(np.ones((3, 2)), np.ones(3))
+
+
 # --------------------------------------------------------------------------- parametric losses
 
 
@@ -336,7 +410,9 @@ def test_weibull_time_zero():
     censored_at_zero = loss_value(weibull_nll, np.array([0.0, 2.0]), np.array([0.0, 1.0]), pred)
     only_second = loss_value(weibull_nll, np.array([np.nan, 2.0]), np.array([0.0, 1.0]), pred)
     assert abs(censored_at_zero - only_second / 2) <= 1e-12  # S(0) = 1: the row adds 0 to the sum
-    assert math.isnan(loss_value(weibull_nll, np.array([0.0, 2.0]), np.array([1.0, 1.0]), pred))
+    # an event at time 0 has no finite likelihood: refused (it gave NaN, which failed the fold without a word)
+    with pytest.raises(ValueError, match=r"^y_true: expected event times > 0 \(.*\), but got 0.0$"):
+        loss_value(weibull_nll, np.array([0.0, 2.0]), np.array([1.0, 1.0]), pred)
 
 
 # --------------------------------------------------------------------------- concordance index
@@ -657,3 +733,25 @@ def test_the_search_compiles_a_model_with_the_concordance_metric_without_xla():
                      task_names=["survival"], metric_names=["survival_cindex", "survival_loss", "loss"])
     params = {"optimization": {"method": "adam", "learning_rate": 0.01}}
     assert build_model(params, spec, seed=0)[0].jit_compile is False
+
+
+def test_a_cohort_without_events_or_a_fold_without_events_is_refused_when_the_folds_are_made():
+    import re
+
+    from glimr_cv.survival import kfold_survival_loader, survival_strata
+
+    x = np.zeros((12, 2), dtype="float32")
+    with pytest.raises(ValueError, match=re.escape("event: expected at least one event (1) to learn from, but all 12 "
+                                                   "rows are censored or missing")):
+        kfold_survival_loader(x, np.arange(1, 13), np.zeros(12))
+    # 3 events of 2 patients, each patient's rows together: some fold of 3 is left without an event
+    groups = np.repeat(np.arange(6), 2)
+    event = np.zeros(12)
+    event[[0, 1, 2]] = 1
+    loader = kfold_survival_loader(x, np.arange(1, 13), event, groups=groups)
+    with pytest.raises(ValueError, match=r"cv_folds: fold \d has no event among its \d+ (training|validation) rows "
+                                         r"\(3 events in all\)"):
+        loader.folds(3)
+    # time quantiles stratify within each event status
+    classes = survival_strata(np.arange(1, 13), np.arange(12) % 2, time_bins=2)
+    assert sorted(set(classes.tolist())) == [0, 1, 2, 3]

@@ -1,11 +1,13 @@
-"""Trainable pieces that need no running Ray: log mapping and restart short-circuit."""
+"""Trainable pieces that need no running Ray: log mapping, restart short-circuit, and a fold's epochs (FoldRun)."""
 
 import json
 
 import pytest
 
 from glimr_cv.engine.fold import TrialSpec, validation_report
-from glimr_cv.engine.trainable import _report_finished_fold
+from glimr_cv.engine.foldrun import FoldRun
+from glimr_cv.engine.racing import PairedCurve
+from glimr_cv.engine.trainable import _saved_state
 
 
 def _spec(tasks, names, metric):
@@ -31,13 +33,59 @@ def test_a_metric_keras_did_not_log_names_what_it_did_log():
         validation_report({"val_a_acc": 0.9, "val_loss": 1.0}, spec)
 
 
-def test_a_finished_fold_is_re_reported_from_its_checkpoint_not_retrained(tmp_path, monkeypatch):
+def test_a_finished_folds_checkpoint_gives_its_final_report_to_re_report(tmp_path):
     from ray import tune
 
     final = {"fold_score": 0.9, "fit_seconds": 1.25, "fold_status": "complete", "config_id": 2, "fold": 1}
     (tmp_path / "fold.json").write_text(json.dumps({"config_id": 2, "fold": 1, "final": final}))
-    reported = []
-    monkeypatch.setattr(tune, "report", lambda metrics, **kw: reported.append(metrics))
-    assert _report_finished_fold(tune.Checkpoint.from_directory(str(tmp_path))) is True
-    assert reported == [final]
-    assert _report_finished_fold(None) is False
+    assert _saved_state(tune.Checkpoint.from_directory(str(tmp_path)))["final"] == final
+    assert _saved_state(None) is None
+
+
+def _epoch(run, epoch, value, loss=0.5):
+    return run.on_epoch(epoch, {"loss": loss, "val_loss": loss}, {"m": value, "m_loss": loss})
+
+
+def test_a_fold_run_reports_the_best_so_far_and_keeps_the_best_epoch():
+    run = FoldRun("m", "max", epochs=4)
+    decisions = [_epoch(run, e + 1, v) for e, v in enumerate([0.5, 0.7, 0.6, 0.65])]
+    assert [d.report["fold_score"] for d in decisions] == [0.5, 0.7, 0.7, 0.7]
+    assert [d.improved for d in decisions] == [True, True, False, False]
+    assert [d.report["epoch"] for d in decisions] == [1, 2, 3, 4] and all(d.stop is None for d in decisions)
+    assert run.details() == {"score": 0.7, "best_epoch": 2, "epochs": 4, "stopped_early": False, "stopped_by": None}
+    assert run.outcome() == {"m": 0.7, "m_loss": 0.5, "fold_score": 0.7, "curve": [0.5, 0.7, 0.6, 0.65]}
+    assert run.failure() is None
+
+
+def test_a_fold_run_in_mode_min_and_a_non_finite_loss_fails_the_fold():
+    run = FoldRun("m", "min", epochs=3)
+    assert _epoch(run, 1, 0.4).improved and not _epoch(run, 2, 0.5).improved
+    failed = _epoch(run, 3, 0.1, loss=float("nan"))
+    assert failed.report is None and failed.stop == "error"
+    assert run.failure() == "loss became nan at epoch 3" and run.best == 0.4
+    never = FoldRun("m", "max", epochs=2)
+    _epoch(never, 1, float("nan"))
+    assert never.failure() == "m was never finite in 1 epochs"
+
+
+def test_a_fold_run_stops_on_the_rule_against_the_reference_and_when_the_driver_asks():
+    rule = PairedCurve(tolerance=0.05, patience=1, grace=1)
+    run = FoldRun("m", "max", epochs=10, rule=rule, reference=[0.9] * 10)
+    stops = [_epoch(run, e + 1, 0.2).stop for e in range(3)]
+    assert "fold_stopping" in stops and run.details()["stopped_by"] == "fold_stopping"
+    asked = iter([None, "scheduler"])
+    polled = FoldRun("m", "max", epochs=5, poll=lambda: next(asked))
+    assert [_epoch(polled, e + 1, 0.5).stop for e in range(2)] == [None, "scheduler"]
+    assert polled.details()["stopped_early"] is True
+    last = FoldRun("m", "max", epochs=1, poll=lambda: "stopper")
+    assert _epoch(last, 1, 0.5).stop is None  # the last epoch ends the fold anyway
+
+
+def test_a_fold_run_continues_from_its_latest_state():
+    run = FoldRun("m", "max", epochs=4)
+    for e, v in enumerate([0.5, 0.8]):
+        _epoch(run, e + 1, v)
+    again = FoldRun("m", "max", epochs=4)
+    again.restore(json.loads(json.dumps(run.latest())))
+    assert again.done == 2 and again.best == 0.8 and not _epoch(again, 3, 0.7).improved
+    assert again.details()["best_epoch"] == 2 and again.outcome()["curve"] == [0.5, 0.8, 0.7]

@@ -1,5 +1,6 @@
-"""Data for a search: loaders that split in-memory data into fixed folds."""
+"""Data for a search: the loader contract (:mod:`.contract`) and loaders over in-memory arrays (:mod:`.folds`)."""
 
-from .folds import KFoldLoader, check_loader, kfold_loader
+from .contract import Loader, RowLoader, check_loader, is_row_loader, row_loader
+from .folds import KFoldLoader, kfold_loader
 
-__all__ = ["KFoldLoader", "check_loader", "kfold_loader"]
+__all__ = ["Loader", "RowLoader", "check_loader", "is_row_loader", "row_loader", "KFoldLoader", "kfold_loader"]

@@ -1,62 +1,22 @@
-"""Loader contract checks, and :func:`kfold_loader`, a ready loader over in-memory arrays."""
+""":func:`kfold_loader`, a ready loader over in-memory arrays (a :class:`~glimr_cv.data.contract.RowLoader`)."""
 
 from __future__ import annotations
 
 import copy
-import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..checks import check_int
+from .contract import DEFAULT_FOLDS, check_loader
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 __all__ = ["check_loader", "kfold_loader", "KFoldLoader"]
 
 _SPLITTERS = ("kfold", "stratified", "group", "stratified_group")
-_DEFAULT_FOLDS = 5  # KFoldLoader.__call__'s cv_folds default, used when Search has cv_folds=None
-
-
-def _knows_its_rows(loader) -> bool:
-    """Whether ``loader`` holds its rows (a ``kfold_loader`` or a bag loader): ``folds``, ``full`` and ``preprocess``."""
-    return callable(getattr(loader, "folds", None)) and callable(getattr(loader, "full", None))
-
-
-def check_loader(loader: Callable, cv_folds: int | None) -> None:
-    """Check that ``loader`` accepts ``cv_index`` and ``cv_folds`` when CV is on.
-
-    A :class:`KFoldLoader` also computes its folds for ``cv_folds`` here, so a
-    fold count its data cannot support fails before Ray starts.
-
-    Raises
-    ------
-    TypeError
-        If ``loader`` is not callable, or lacks those keyword arguments while
-        ``cv_folds`` is set.
-    ValueError
-        If ``loader`` is a :class:`KFoldLoader` (or another loader over in-memory
-        rows, such as ``glimr_cv.mil.kfold_bag_loader``) that cannot make
-        ``cv_folds`` folds.
-    """
-    if not callable(loader):
-        raise TypeError(f"loader: expected a callable loader(**data, cv_index, cv_folds) -> (train_ds, val_ds), but got {loader!r}")
-    if _knows_its_rows(loader):
-        # without CV the trial calls loader(batch_size) and trains on fold 0 of the default 5
-        loader.folds(_DEFAULT_FOLDS if cv_folds is None else cv_folds)
-    if cv_folds is None:
-        return
-    try:
-        params = inspect.signature(loader).parameters
-    except (TypeError, ValueError):
-        return  # a builtin or C callable: nothing to inspect
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    missing = [name for name in ("cv_index", "cv_folds") if name not in params]
-    if missing:
-        name = getattr(loader, "__name__", repr(loader))
-        raise TypeError(
-            f"loader: {name}() must accept keyword arguments cv_index and cv_folds when cv_folds={cv_folds}, "
-            f"but it lacks {', '.join(missing)}; add them, or pass cv_folds=None for a single train/validation split"
-        )
+_DEFAULT_FOLDS = DEFAULT_FOLDS  # KFoldLoader.__call__'s cv_folds default, used when Search has cv_folds=None
 
 
 def kfold_loader(
@@ -473,9 +433,10 @@ class KFoldLoader:
         Use it to transform new data for that fold's model.
         """
         train, _ = self._fold(cv_index, cv_folds)
-        return self._fit_preprocess(train)
+        return self.fit_preprocess(train)
 
-    def _fit_preprocess(self, train: np.ndarray):
+    def fit_preprocess(self, train: np.ndarray):
+        """``preprocess`` cloned and fit on ``train`` rows (None without it)."""
         if self.preprocess is None:
             return None
         from sklearn.base import clone
@@ -495,7 +456,7 @@ class KFoldLoader:
         return out
 
     def _fold_features(self, train: np.ndarray):
-        fitted = self._fit_preprocess(train)
+        fitted = self.fit_preprocess(train)
         if fitted is None:
             return self.features
         # transform is row-wise, so transforming all rows once equals transforming train and validation apart
@@ -552,6 +513,35 @@ class KFoldLoader:
         labels = named(self.labels)
         return (f"KFoldLoader(n={self.n}, features={feats}, labels={labels}, splitter={self.splitter!r}, "
                 f"preprocess={self.preprocess!r}, seed={self.seed})")
+
+    def train_labels(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS) -> dict:
+        """Task -> labels of fold ``cv_index``'s training rows (what fold-fitted losses and metrics are told)."""
+        train, _ = self._fold(cv_index, cv_folds)
+        return {task: values[train] for task, values in self.labels.items()}
+
+    def features_of(self, rows: np.ndarray, fitted: Any = None) -> Any:
+        """The features of ``rows`` (an array, or a dict of named arrays), through ``fitted`` when given."""
+        def dense(out):
+            return np.asarray(out.toarray() if hasattr(out, "toarray") else out)
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if isinstance(self.features, dict):
+            fitted = fitted or {}
+            return {k: dense(fitted[k].transform(v[rows])) if k in fitted else v[rows] for k, v in self.features.items()}
+        return self.features[rows] if fitted is None else dense(fitted.transform(self.features[rows]))
+
+    def rows_dataset(self, rows: np.ndarray, batch_size: int, fitted: Any = None) -> "tf.data.Dataset":
+        """``(features, {task: labels})`` batches of ``rows``, in order, features through ``fitted``.
+
+        What a fold model trained behind ``fitted`` is scored or predicts on
+        (nested CV's outer test rows, say).
+        """
+        check_int("batch_size", batch_size, 1)
+        import tensorflow as tf
+
+        rows = np.asarray(rows, dtype=np.int64)
+        labels = {task: values[rows] for task, values in self.labels.items()}
+        return tf.data.Dataset.from_tensor_slices((self.features_of(rows, fitted), labels)).batch(int(batch_size))
 
     def full(self, batch_size: int) -> "tf.data.Dataset":
         """All rows as one training dataset: the full-data mode of :meth:`SearchResults.refit`.

@@ -2,26 +2,81 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import zipfile
 from typing import Any
 
 import numpy as np
 
-from ..checks import check_int, check_type
+from ..checks import check_bool, check_int, check_type
+from .keras_io import model_inputs, model_output_names, to_numpy_outputs
 
-__all__ = ["load_keras_model", "model_inputs", "model_output_names", "to_model_input", "predict",
-           "BatchPredictor", "predict_ray"]
+__all__ = ["load_keras_model", "check_keras_file", "model_inputs", "model_output_names", "to_model_input",
+           "same_rows", "nan_rows", "check_no_nan", "empty_outputs", "predict", "BatchPredictor", "predict_ray"]
+
+
+def check_keras_file(path: str | os.PathLike, name: str = "model") -> dict | None:
+    """Check, without Keras, that ``path`` is a ``.keras`` file a model can be loaded from; its config.
+
+    A ``.keras`` file is a zip archive holding ``config.json`` (the model's
+    architecture) and the weights; this reads the archive's directory and the
+    config only, so it is cheap. Other suffixes (a legacy ``.h5``) are not
+    checked here and give None.
+
+    Raises
+    ------
+    FileNotFoundError
+        On a missing file: ``"{name}: no such file ..."``.
+    ValueError
+        On a file that is not a readable ``.keras`` archive:
+        ``"{name}: cannot read <path> as a Keras model (<cause>)"``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "not a file" if os.path.exists(path) else "no such file"
+        raise FileNotFoundError(f"{name}: {what} {path!r}; expected a .keras file (model.save(path))")
+    if not path.lower().endswith(".keras"):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise ValueError("the archive has no config.json")
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, ValueError, OSError, RuntimeError, EOFError) as err:  # RuntimeError: encrypted
+        cause = ("not a zip archive, which a .keras file is" if isinstance(err, zipfile.BadZipFile)
+                 else f"{type(err).__name__}: {err}")
+        raise ValueError(f"{name}: cannot read {path} as a Keras model ({cause})") from None
+    if not isinstance(config, dict):  # a file's content, not an argument's type: a ValueError
+        raise ValueError(f"{name}: cannot read {path} as a Keras model (its config.json holds no model config)")  # noqa: TRY004
+    return config
 
 
 def load_keras_model(model_or_path: Any):
-    """A ``keras.Model`` as given, or loaded (uncompiled, for inference) from a ``.keras`` file."""
+    """A ``keras.Model`` as given, or loaded (uncompiled, for inference) from a ``.keras`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        On a missing file.
+    ValueError
+        On a file Keras cannot load (corrupt, truncated, not a model, a custom
+        layer that is not importable): ``"model: cannot read <path> as a Keras
+        model (<cause>)"``.
+    TypeError
+        On anything but a model or a path.
+    """
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"model: no such file {path!r}; expected a .keras file (model.save(path))")
+        check_keras_file(path)
         import keras
 
-        return keras.saving.load_model(path, compile=False)
+        try:
+            return keras.saving.load_model(path, compile=False)
+        except Exception as err:  # Keras reports a corrupt archive as "File not found"; say what it is
+            message = " ".join(str(err).split())[:500]
+            raise ValueError(f"model: cannot read {path} as a Keras model ({type(err).__name__}: {message})") from err
     import keras
 
     if isinstance(model_or_path, keras.Model):
@@ -29,61 +84,52 @@ def load_keras_model(model_or_path: Any):
     raise TypeError(f"model: expected a keras.Model or the path of a .keras file, but got {type(model_or_path).__name__}")
 
 
-def model_inputs(model) -> tuple[str, dict]:
-    """``(kind, {name: (shape without the batch axis, dtype)})`` of the model's inputs.
-
-    ``kind`` is ``"dict"`` (named inputs, a dict by name), ``"list"`` (several
-    positional inputs), ``"single"`` or ``"unknown"`` (a subclassed model).
-    """
-    try:
-        structure = model.input
-    except (AttributeError, ValueError):
-        inputs = getattr(model, "inputs", None)
-        structure = (inputs[0] if len(inputs) == 1 else list(inputs)) if inputs else None
-    if structure is None:
-        return "unknown", {}
-
-    def spec(t):
-        return tuple(t.shape[1:]), str(t.dtype)
-
-    if isinstance(structure, dict):
-        return "dict", {str(k): spec(v) for k, v in structure.items()}
-    if isinstance(structure, (list, tuple)):
-        if len(structure) == 1:
-            return "single", {structure[0].name: spec(structure[0])}
-        return "list", {t.name: spec(t) for t in structure}
-    return "single", {structure.name: spec(structure)}
-
-
-def model_output_names(model) -> list[str]:
-    try:
-        output = model.output
-    except (AttributeError, ValueError):
-        output = None
-    if isinstance(output, dict):
-        return [str(k) for k in output]
-    return list(getattr(model, "output_names", None) or [])
-
-
 def _column(frame, name: str, shape: tuple):
     values = frame[name].to_numpy()
-    if values.dtype == object:  # a column of arrays or lists
+    if values.dtype == object and not len(values):  # no rows: nothing to stack
+        values = np.zeros((0, *(d or 0 for d in shape)), dtype="float32")
+    elif values.dtype == object:  # a column of arrays or lists
         values = np.stack([np.asarray(v) for v in values])
     if len(shape) == 1 and shape[0] == 1 and values.ndim == 1:
         values = values[:, None]
     return values
 
 
-def to_model_input(model, data: Any) -> Any:
-    """``data`` as the model takes it: NumPy (an array, or a dict by input name) or a ``tf.data.Dataset``.
+def _rows_of(value: Any) -> int | None:
+    """Rows of an array-like (its first axis), None for a scalar."""
+    shape = np.shape(value)
+    return shape[0] if shape else None
 
-    A pandas DataFrame gives its values (one input), or one column per named
-    input; ``(features, labels)`` dataset elements give their features.
+
+def same_rows(name: str, columns: dict) -> int | None:
+    """The number of rows every input in ``columns`` (by input name) has.
 
     Raises
     ------
     ValueError
-        When named inputs are missing, naming those expected.
+        When they differ, naming every input and its rows:
+        ``"data: expected the same number of rows for every input, but got 'a': 2 rows, 'b': 3 rows"``.
+    """
+    rows = {str(k): _rows_of(v) for k, v in columns.items()}
+    if len(set(rows.values())) > 1:
+        got = ", ".join(f"{k!r}: " + ("a scalar" if n is None else f"{n} row{'' if n == 1 else 's'}")
+                        for k, n in rows.items())
+        raise ValueError(f"{name}: expected the same number of rows for every input, but got {got}")
+    return next(iter(rows.values()), None)
+
+
+def to_model_input(model, data: Any) -> Any:
+    """``data`` as the model takes it: NumPy (an array, a list, or a dict by input name) or a ``tf.data.Dataset``.
+
+    The one place where input data becomes the model's input: a pandas
+    DataFrame gives its values (one input), or one column per named input;
+    ``(features, labels)`` dataset elements give their features.
+
+    Raises
+    ------
+    ValueError
+        When named inputs are missing, naming those expected, or when inputs
+        have different numbers of rows, naming each input's.
     TypeError
         On data of another type.
     """
@@ -117,37 +163,151 @@ def to_model_input(model, data: Any) -> Any:
             if missing:
                 raise ValueError(f"data: expected a dict with the model's inputs {list(inputs)}, but {missing} are "
                                  f"missing (got keys {list(data)})")
-            return {n: np.asarray(data[n]) for n in inputs}
-        if kind in ("single", "list") and len(data) == len(inputs) and set(data) == set(inputs):
-            values = [np.asarray(data[n]) for n in inputs]
-            return values[0] if kind == "single" else values
-        if kind == "single":
+            x = {n: np.asarray(data[n]) for n in inputs}
+        elif kind in ("single", "list") and len(data) == len(inputs) and set(data) == set(inputs):
+            x = {n: np.asarray(data[n]) for n in inputs}
+            same_rows("data", x)
+            return x[next(iter(inputs))] if kind == "single" else list(x.values())
+        elif kind == "single":
             raise ValueError(f"data: the model has one input {list(inputs)}, so pass an array, not a dict keyed "
                              f"{list(data)}")
-        return {k: np.asarray(v) for k, v in data.items()}
+        else:
+            x = {k: np.asarray(v) for k, v in data.items()}
+        same_rows("data", x)
+        return x
     if isinstance(data, (np.ndarray, list, tuple)) or np.isscalar(data):
         if kind == "list" and isinstance(data, (list, tuple)) and len(data) == len(inputs):
-            return [np.asarray(d) for d in data]
+            x = [np.asarray(d) for d in data]
+            same_rows("data", dict(zip(inputs, x)))
+            return x
         return np.asarray(data)
     raise TypeError(f"data: expected a NumPy array, a dict of arrays, a pandas DataFrame or a tf.data.Dataset, "
                     f"but got {type(data).__name__}")
 
 
-def to_numpy_outputs(model, outputs: Any) -> Any:
-    """One output: an array; several: a dict of arrays by output name."""
-    if isinstance(outputs, dict):
-        outputs = {str(k): np.asarray(v) for k, v in outputs.items()}
-        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
-    if isinstance(outputs, (list, tuple)):
-        if len(outputs) == 1:
-            return np.asarray(outputs[0])
-        names = model_output_names(model)
-        names = names if len(names) == len(outputs) else [f"output_{i}" for i in range(len(outputs))]
-        return {n: np.asarray(o) for n, o in zip(names, outputs)}
-    return np.asarray(outputs)
+def _named(x: Any, names: list) -> dict:
+    """The model input ``x`` as ``{input name (None for the one input): array}``."""
+    if isinstance(x, dict):
+        return {str(k): v for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        names = names if len(names) == len(x) else [f"input_{i}" for i in range(len(x))]
+        return dict(zip(names, x))
+    return {None: x}
 
 
-def predict(model_or_path: Any, data: Any, batch_size: int = 256) -> Any:
+def nan_rows(x: Any, names: list | None = None) -> dict:
+    """``{input name (None for the one input): indices of the rows holding NaN}``, inputs without NaN left out."""
+    found = {}
+    for name, value in _named(x, list(names or [])).items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "fc" or array.ndim == 0 or not array.size:
+            continue
+        rows = np.flatnonzero(np.isnan(array.reshape(len(array), -1)).any(axis=1))
+        if len(rows):
+            found[name] = rows
+    return found
+
+
+def _some(rows: Any, most: int = 10) -> str:
+    rows = [int(r) for r in rows]
+    return "[" + ", ".join(map(str, rows[:most])) + (", ...]" if len(rows) > most else "]")
+
+
+def check_no_nan(name: str, x: Any, names: list | None = None) -> None:
+    """Refuse NaN in the model input ``x``, naming the inputs and rows that hold it.
+
+    Raises
+    ------
+    ValueError
+        ``"data: expected features without NaN, but data['a'] has NaN in 2 rows [3, 7]; pass allow_nan=True ..."``.
+    """
+    bad = nan_rows(x, names)
+    if bad:
+        parts = [f"{name if n is None else f'{name}[{n!r}]'} has NaN in {len(rows)} row{'' if len(rows) == 1 else 's'} "
+                 f"{_some(rows)}" for n, rows in bad.items()]
+        raise ValueError(f"{name}: expected features without NaN, but " + "; ".join(parts)
+                         + "; pass allow_nan=True (--allow-nan on the command line) to predict them anyway")
+
+
+def _zeros_like_spec(shape: Any, dtype: Any) -> np.ndarray:
+    return np.zeros(tuple(0 if d is None else int(d) for d in shape), dtype=str(dtype))
+
+
+def empty_outputs(model, x: Any) -> Any:
+    """The model's outputs for zero rows of ``x`` (arrays with a first axis of 0), without running a batch.
+
+    Keras's ``predict`` fails on zero rows (``UnboundLocalError``); the
+    output shapes and dtypes come from ``model.compute_output_spec`` (or, for a
+    model that cannot say, from calling it on the empty arrays).
+    """
+    import keras
+
+    def spec(array):
+        dtype = np.asarray(array).dtype
+        return keras.KerasTensor((0, *np.shape(array)[1:]), dtype=dtype.name if dtype.kind in "biuf" else "float32")
+
+    try:
+        out = model.compute_output_spec(keras.tree.map_structure(spec, x))
+        return keras.tree.map_structure(lambda s: _zeros_like_spec(s.shape, s.dtype), out)
+    except Exception:  # noqa: BLE001 - a model without a symbolic pass: call it on the empty batch
+        x = keras.tree.map_structure(lambda a: np.asarray(a, dtype=spec(a).dtype), x)
+        return keras.tree.map_structure(lambda t: np.asarray(t), model(x, training=False))
+
+
+#: What the NaN check in a tf.data pipeline writes in its assertion, and how it is found again.
+_NAN_MARK = "glimr_cv: NaN in batch"
+_NAN_FOUND = re.compile(re.escape(f"[{_NAN_MARK}] [") + r"(\d+)\] \[in input\] \[([^\]]*)\]")
+
+
+def _flat_named(element: Any) -> list:
+    if isinstance(element, dict):
+        return [(str(k), element[k]) for k in sorted(element)]
+    if isinstance(element, (list, tuple)):
+        return [(f"input {i}", t) for i, t in enumerate(element)]
+    return [("data", element)]
+
+
+def _nan_checked(dataset: Any) -> Any:
+    """``dataset`` with every batch checked for NaN: the first holding some stops ``predict``."""
+    import tensorflow as tf
+
+    @tf.autograph.experimental.do_not_convert
+    def check(i, element):
+        asserts = [tf.debugging.Assert(tf.logical_not(tf.reduce_any(tf.math.is_nan(t))), [_NAN_MARK, i, "in input", n])
+                   for n, t in _flat_named(element) if t.dtype.is_floating]
+        with tf.control_dependencies(asserts):
+            return tf.nest.map_structure(tf.identity, element)
+
+    return dataset.enumerate().map(check)
+
+
+def _predict_dataset(model, dataset: Any, allow_nan: bool) -> Any:
+    import tensorflow as tf
+
+    def nothing():
+        zeros = tf.nest.map_structure(lambda s: _zeros_like_spec((0, *s.shape[1:]), s.dtype.name),
+                                      dataset.element_spec)
+        return empty_outputs(model, zeros)
+
+    if int(dataset.cardinality()) == 0:
+        return nothing()
+    try:
+        return model.predict(dataset if allow_nan else _nan_checked(dataset), verbose=0)
+    except tf.errors.InvalidArgumentError as err:
+        found = _NAN_FOUND.search(str(err))
+        if found is None:
+            raise
+        where = "" if found.group(2) == "data" else f" in input {found.group(2)!r}"
+        raise ValueError(f"data: expected features without NaN, but batch {found.group(1)} (from 0) of the "
+                         f"tf.data.Dataset has NaN{where}; pass allow_nan=True (--allow-nan on the command line) "
+                         "to predict them anyway") from None
+    except UnboundLocalError:  # Keras predicting a dataset that yields no batch (its size unknown beforehand)
+        if next(iter(dataset.take(1)), None) is not None:
+            raise
+        return nothing()
+
+
+def predict(model_or_path: Any, data: Any, batch_size: int = 256, allow_nan: bool = False) -> Any:
     """Predictions of a Keras model (or a ``.keras`` file) for ``data``, as NumPy.
 
     Parameters
@@ -158,25 +318,67 @@ def predict(model_or_path: Any, data: Any, batch_size: int = 256) -> Any:
         Rows of features. A DataFrame gives its values, or for a model with
         named (dict) inputs the column of each input's name; a dataset must be
         batched, and ``(features, labels)`` elements give their features.
+        Zero rows give zero rows of predictions. For a bag model (inputs
+        ``instances`` and ``mask``, as the MIL loaders feed them): a list of
+        ``(n_i, ...)`` bags, padded and masked here, or a manifest of slide
+        feature files (a DataFrame with a ``path`` column; see
+        :func:`glimr_cv.mil.predict_slides`, which also runs on Ray Data).
     batch_size : int
-        Rows per batch for arrays and DataFrames.
+        Rows per batch for arrays and DataFrames; bags (slides) per batch for bags.
+    allow_nan : bool
+        Predict features holding NaN. By default they are refused, naming the
+        inputs and rows that hold NaN: a model rarely means anything on them.
 
     Returns
     -------
     numpy.ndarray or dict of str to numpy.ndarray
         An array for a model with one output (also a one-entry dict output); a
         dict by output name for several outputs.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        On a missing or unreadable model file; on missing inputs, inputs with
+        different numbers of rows, or NaN (without ``allow_nan``).
     """
     check_int("batch_size", batch_size, 1)
+    check_bool("allow_nan", allow_nan)
     model = load_keras_model(model_or_path)
+    bags = _bag_input(model, data)
+    if bags is not None:  # a bag model (multiple-instance learning): bags or slide files, padded and masked here
+        from ..mil.predict import predict_bags, predict_slides
+
+        if bags == "slides":
+            return predict_slides(model, data, batch_size=batch_size)
+        if not allow_nan:
+            check_no_nan("data", {"instances": np.concatenate([np.asarray(b).reshape(len(b), -1) for b in data])},
+                         ["instances"])
+        return predict_bags(model, data, batch_size=batch_size)
     x = to_model_input(model, data)
     import tensorflow as tf
 
     if isinstance(x, tf.data.Dataset):
-        outputs = model.predict(x, verbose=0)
-    else:
-        outputs = model.predict(x, batch_size=batch_size, verbose=0)
-    return to_numpy_outputs(model, outputs)
+        return to_numpy_outputs(model, _predict_dataset(model, x, allow_nan))
+    if not allow_nan:
+        check_no_nan("data", x, list(model_inputs(model)[1]))
+    named = _named(x, [])
+    if any(_rows_of(v) == 0 for v in named.values()):
+        return to_numpy_outputs(model, empty_outputs(model, x))
+    return to_numpy_outputs(model, model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def _bag_input(model, data: Any) -> str | None:
+    """``"bags"`` or ``"slides"`` when a bag model (inputs ``instances`` and ``mask``) is given bags or a manifest."""
+    kind, inputs = model_inputs(model)
+    if kind != "dict" or set(inputs) != {"instances", "mask"}:
+        return None
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame) and "path" in data.columns:
+        return "slides"
+    if isinstance(data, (list, tuple)) and data and all(np.ndim(b) >= 2 for b in data):
+        return "bags"
+    return None
 
 
 class BatchPredictor:
@@ -201,35 +403,46 @@ class BatchPredictor:
     prefix : str
         Name of the prediction column (one output), or prefix of
         ``{prefix}_{output}`` (several outputs).
+    allow_nan : bool
+        Predict rows holding NaN; by default a batch holding some is refused,
+        naming the rows (by their ``keep_columns`` values, when there are some).
     """
 
     def __init__(self, model_path: str, feature_columns: Any = None, keep_columns: Any = None,
-                 prefix: str = "prediction"):
+                 prefix: str = "prediction", allow_nan: bool = False):
         self.model = load_keras_model(model_path)
         self.kind, self.inputs = model_inputs(self.model)
         self.feature_columns = feature_columns
-        self.keep_columns = list(keep_columns or [])
+        self.keep_columns = [keep_columns] if isinstance(keep_columns, str) else list(keep_columns or [])
         self.prefix = prefix
+        self.allow_nan = allow_nan
+
+    @staticmethod
+    def _require(batch: dict, columns: list, what: str) -> None:
+        missing = [c for c in columns if c not in batch]
+        if missing:
+            raise ValueError(f"predict_ray: {what}: expected columns of the dataset {list(batch)}, but {missing} "
+                             f"{'is' if len(missing) == 1 else 'are'} not among them")
 
     def features(self, batch: dict) -> Any:
         """The model input of a batch (a dict of NumPy columns)."""
         cols = self.feature_columns
         if isinstance(cols, str):
+            self._require(batch, [cols], "feature_columns")
             return batch[cols]
         if cols is None and self.kind == "dict":
-            missing = [n for n in self.inputs if n not in batch]
-            if missing:
-                raise ValueError(f"predict_ray: the model takes inputs named {list(self.inputs)}, but the dataset "
-                                 f"has no column {missing} (columns: {list(batch)})")
+            self._require(batch, list(self.inputs), f"the model's named inputs {list(self.inputs)}")
             return {n: batch[n] for n in self.inputs}
         if cols is None:
             cols = [c for c in batch if c not in self.keep_columns]
             if len(cols) == 1:
                 return batch[cols[0]]
+        self._require(batch, list(cols), "feature_columns")
         return np.stack([np.asarray(batch[c]) for c in cols], axis=1)
 
     def columns(self, batch: dict, outputs: Any) -> dict:
         """The output batch: the kept columns and the predictions."""
+        self._require(batch, self.keep_columns, "keep_columns")
         out = {c: batch[c] for c in self.keep_columns}
         if isinstance(outputs, dict):
             out.update({f"{self.prefix}_{k}": v for k, v in outputs.items()})
@@ -237,21 +450,77 @@ class BatchPredictor:
             out[self.prefix] = outputs
         return out
 
+    def check(self, batch: dict, x: Any) -> None:
+        """Refuse a batch holding NaN (unless ``allow_nan``), naming its rows by the kept columns."""
+        if self.allow_nan:
+            return
+        bad = nan_rows(x, list(self.inputs))
+        if not bad:
+            return
+        parts = []
+        for name, rows in bad.items():
+            where = "the features" if name is None else f"input {name!r}"
+            ids = "; ".join(f"{c}={_some(np.asarray(batch[c])[rows].tolist())}" for c in self.keep_columns[:2])
+            parts.append(f"{where} hold NaN in {len(rows)} row{'' if len(rows) == 1 else 's'}"
+                         + (f" ({ids})" if ids else f" of a batch of {len(next(iter(batch.values())))}"))
+        raise ValueError("predict_ray: expected features without NaN, but " + "; ".join(parts)
+                         + "; pass allow_nan=True to predict them anyway")
+
     def __call__(self, batch: dict) -> dict:
         x = self.features(batch)
+        self.check(batch, x)
         rows = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
-        outputs = to_numpy_outputs(self.model, self.model.predict(x, batch_size=max(rows, 1), verbose=0))
+        if rows == 0:
+            outputs = to_numpy_outputs(self.model, empty_outputs(self.model, x))
+        else:
+            outputs = to_numpy_outputs(self.model, self.model.predict(x, batch_size=rows, verbose=0))
         return self.columns(batch, outputs)
+
+
+def _named_inputs(config: dict | None) -> list | None:
+    """The input names of a functional model with named (dict) inputs, from its ``.keras`` config; else None."""
+    inputs = (config or {}).get("config", {}).get("input_layers") if isinstance(config, dict) else None
+    return [str(k) for k in inputs] if isinstance(inputs, dict) else None
+
+
+def _dataset_columns(dataset: Any) -> list | None:
+    """The dataset's column names when Ray knows them without reading data (None otherwise)."""
+    try:
+        schema = dataset.schema(fetch_if_missing=False)
+    except Exception:  # noqa: BLE001 - an older or odd Dataset: the workers check instead
+        return None
+    names = getattr(schema, "names", None)
+    return list(names) if names else None
+
+
+def _check_columns(columns: list, feature_columns: Any, keep_columns: list, named: list | None) -> None:
+    """Refuse, before any data is read, columns the dataset does not have."""
+    wanted = [("feature_columns", [feature_columns] if isinstance(feature_columns, str) else list(feature_columns or [])),
+              ("keep_columns", keep_columns)]
+    if feature_columns is None and named:
+        wanted.append((f"the model's named inputs {named} (or feature_columns)", named))
+    for what, cols in wanted:
+        missing = [c for c in cols if c not in columns]
+        if missing:
+            got = repr(missing[0]) + " is" if len(missing) == 1 else f"{missing} are"
+            raise ValueError(f"{what}: expected columns of the dataset {columns}, but {got} not among them")
 
 
 def predict_ray(model_path: str | os.PathLike, dataset: Any, batch_size: int = 256, feature_columns: Any = None,
                 keep_columns: Any = None, concurrency: int = 1, num_cpus: float = 1, prefix: str = "prediction",
-                predictor: type | None = None) -> Any:
+                predictor: type | None = None, allow_nan: bool = False) -> Any:
     """Predictions over a ``ray.data.Dataset``, the model loaded once per worker.
 
     ``dataset.map_batches`` runs :class:`BatchPredictor` (or ``predictor``) on a
     fixed pool of ``concurrency`` actors; each loads the ``.keras`` file once in
     its ``__init__`` and predicts batches of ``batch_size`` rows.
+
+    What can be checked before any data is read is checked here, so the
+    mistake is reported in this call rather than inside a Ray task error when
+    the dataset is consumed: the model file (a readable ``.keras`` archive)
+    and, when Ray knows the dataset's columns without reading it (a dataset
+    read from files or made from items, not yet mapped), the columns named by
+    ``feature_columns``, ``keep_columns`` or the model's named inputs.
 
     Parameters
     ----------
@@ -269,12 +538,21 @@ def predict_ray(model_path: str | os.PathLike, dataset: Any, batch_size: int = 2
         CPUs each actor reserves.
     predictor : type, optional
         A subclass of :class:`BatchPredictor`.
+    allow_nan : bool
+        Predict rows holding NaN; by default a batch holding some fails the
+        dataset, naming the rows.
 
     Returns
     -------
     ray.data.Dataset
         Lazy, like every Ray Data transform: ``prediction`` (or one
         ``prediction_{output}`` column per output) and the ``keep_columns``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        On a missing or unreadable model file, columns the dataset does not
+        have, or bad arguments.
     """
     import ray.data
 
@@ -282,17 +560,27 @@ def predict_ray(model_path: str | os.PathLike, dataset: Any, batch_size: int = 2
     check_type("model_path", model_path, (str, os.PathLike),
                "the path of a .keras file (save a model first: model.save('model.keras'))")
     path = os.path.abspath(os.fspath(model_path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model_path: no such file {path!r}; expected a .keras file")
+    config = check_keras_file(path, "model_path")
     check_int("batch_size", batch_size, 1)
     check_int("concurrency", concurrency, 1)
+    check_bool("allow_nan", allow_nan)
+    if not (feature_columns is None or isinstance(feature_columns, str) or
+            (isinstance(feature_columns, (list, tuple)) and all(isinstance(c, str) for c in feature_columns))):
+        raise TypeError(f"feature_columns: expected a column name, a list of column names or None, but got "
+                        f"{feature_columns!r}")
+    keep = [keep_columns] if isinstance(keep_columns, str) else keep_columns
+    if not (keep is None or (isinstance(keep, (list, tuple)) and all(isinstance(c, str) for c in keep))):
+        raise TypeError(f"keep_columns: expected a list of column names or None, but got {keep_columns!r}")
     predictor = BatchPredictor if predictor is None else predictor
     if not (isinstance(predictor, type) and issubclass(predictor, BatchPredictor)):
         raise TypeError(f"predictor: expected a subclass of glimr_cv.deploy.BatchPredictor, but got {predictor!r}")
+    columns = _dataset_columns(dataset)
+    if columns is not None:
+        _check_columns(columns, feature_columns, list(keep or []), _named_inputs(config))
     return dataset.map_batches(
         predictor,
         fn_constructor_kwargs={"model_path": path, "feature_columns": feature_columns,
-                               "keep_columns": keep_columns, "prefix": prefix},
+                               "keep_columns": keep, "prefix": prefix, "allow_nan": allow_nan},
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=concurrency),

@@ -15,21 +15,18 @@ import os
 import warnings
 from typing import Any, Sequence
 
+from .keras_io import input_structure, named_outputs
+
 __all__ = ["fold_ensemble", "best_ensemble", "export_ensemble"]
 
 
 def _input_structure(model) -> Any:
-    """The model's symbolic inputs as it takes them: one tensor, a list, or a dict by name."""
-    try:
-        return model.input  # a functional model: its own structure (a dict for named inputs)
-    except (AttributeError, ValueError):
-        pass
-    inputs = getattr(model, "inputs", None)  # a Sequential model, built with an Input
-    if not inputs:
+    structure = input_structure(model)
+    if structure is None:
         raise TypeError(
             f"fold_ensemble: model {model.name!r} has no known inputs; expected functional or Sequential "
             "models built with keras.Input (a subclassed model defines its inputs only when called)")
-    return inputs[0] if len(inputs) == 1 else list(inputs)
+    return structure
 
 
 def _new_inputs(structure):
@@ -39,17 +36,6 @@ def _new_inputs(structure):
         return keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=tensor.name)
 
     return keras.tree.map_structure(new, structure)
-
-
-def _outputs(outputs, model) -> dict:
-    """A fold model's outputs by name: the dict keys, or the model's output names."""
-    if isinstance(outputs, dict):
-        return dict(outputs)
-    names = list(getattr(model, "output_names", None) or [])
-    if isinstance(outputs, (list, tuple)):
-        names = names if len(names) == len(outputs) else [f"output_{i}" for i in range(len(outputs))]
-        return dict(zip(names, outputs))
-    return {names[0] if len(names) == 1 else "output": outputs}
 
 
 def fold_ensemble(models: Sequence, name: str = "fold_ensemble"):
@@ -95,7 +81,7 @@ def fold_ensemble(models: Sequence, name: str = "fold_ensemble"):
         fold_inputs = _new_inputs(structure)
         wrapped = keras.Model(fold_inputs, model(fold_inputs), name=f"fold_{i}")
         per_fold.append(wrapped(inputs))
-    outputs = [_outputs(out, models[0]) for out in per_fold]
+    outputs = [named_outputs(out, models[0]) for out in per_fold]
     names = list(outputs[0])
     for i, out in enumerate(outputs[1:], 1):
         if list(out) != names:
@@ -112,9 +98,7 @@ def fold_ensemble(models: Sequence, name: str = "fold_ensemble"):
 
 
 def _fold_ids(results, config_id: int) -> list[int]:
-    folds = results.folds
-    done = folds[(folds["config_id"] == config_id) & (folds["status"] == "complete")]
-    return sorted(int(f) for f in done["fold"])
+    return [int(f) for f in results.complete_folds(config_id)["fold"]]
 
 
 def _config_id(results, config_id: int | None) -> int:
@@ -123,20 +107,23 @@ def _config_id(results, config_id: int | None) -> int:
         raise ValueError("no configuration is complete, so there is no best configuration; pass config_id")
     if cid not in results.configs:
         raise ValueError(f"config_id: expected one of {sorted(results.configs)}, but got {config_id!r}")
+    lost = results.folds[(results.folds["config_id"] == cid) & (results.folds["status"] == "lost")]
+    if len(lost):  # an ensemble of the folds left would not be the configuration CV scored
+        raise ValueError(f"config_id={cid}: fold {int(lost['fold'].iloc[0])} is lost ({lost['error'].iloc[0]}); "
+                         "its ensemble would miss that fold's model, so it is refused; choose another "
+                         "configuration, or train it again")
     return cid
 
 
 def _warn_fold_preprocess(results) -> None:
     """Warn when each fold model expects features its own fold's transformer made."""
-    from ..engine.store import SEARCH_FILE, load_search
+    from ..engine.store import read_meta
 
-    if not os.path.exists(os.path.join(results.path, SEARCH_FILE)):
-        return
     try:
-        loader = load_search(results.path).loader
-    except Exception:  # the saved search is only read for this warning
+        preprocess = read_meta(results.path).get("preprocess")
+    except (OSError, ValueError):  # the settings are only read for this warning
         return
-    if getattr(loader, "preprocess", None) is not None:  # a kfold_loader's or a bag loader's
+    if preprocess is not None:  # a kfold_loader's or a bag loader's
         warnings.warn(
             "ensemble: the search's kfold_loader has preprocess, fit on each fold's training rows, so each fold "
             "model expects features transformed by its own fold's transformer (loader.fitted_preprocess(i)); the "

@@ -30,19 +30,17 @@ def refit_epochs(folds, config_id: int) -> int:
 
 
 def full_data(loader: Any, params: dict) -> Any:
-    """All the data of ``loader`` for ``params``: a :class:`KFoldLoader`'s :meth:`~KFoldLoader.full` mode.
+    """All the data of ``loader`` for ``params``: the full-data mode of a loader that holds its rows.
 
     Raises
     ------
     TypeError
-        For any other loader: only a ``kfold_loader`` knows all its rows.
+        For a loader that does not hold its rows (see :mod:`glimr_cv.data.contract`).
     """
-    if not callable(getattr(loader, "full", None)):  # a kfold_loader or a bag loader knows all its rows
-        name = getattr(loader, "__name__", type(loader).__name__)
-        raise TypeError(
-            f"refit: data=None trains on all rows of a glimr_cv.kfold_loader, but this search's loader is {name}, "
-            "whose full data glimr_cv cannot know; pass data=, a tf.data.Dataset of (features, {task: labels}) "
-            "batches over all the rows")
+    from ..data.contract import row_loader
+
+    loader = row_loader(loader, "refit with data=None, which trains on all of its rows, (or pass data=, a "
+                                "tf.data.Dataset of (features, {task: labels}) batches over all the rows)")
     return loader.full(params["data"]["batch_size"])
 
 
@@ -106,12 +104,13 @@ def refit_config(results, data: Any = None, epochs: int | None = None, path: str
         On a ``data`` that is not such a dataset, ``data=None`` with a loader
         other than a ``kfold_loader``, a bad ``epochs`` or ``path``.
     """
-    from ..engine.fold import build_model, fold_seed
+    from ..direction import scored_folds
+    from ..engine.fold import build_model, fit_to_labels, fold_seed, fold_tasks
     from ..engine.store import load_search
     from .ensemble import _config_id
 
     cid = _config_id(results, config_id)
-    params = results.configs[cid]
+    params = results.model_config(cid)
     path = os.path.join(results.path, "refit.keras") if path is None else os.fspath(path)
     if save and not path.endswith(".keras"):
         raise ValueError(f"path: expected a file name ending in .keras, but got {path!r}")
@@ -120,19 +119,26 @@ def refit_config(results, data: Any = None, epochs: int | None = None, path: str
     check_bool("save", save)
     fit_extra = dict(check_type("fit_kwargs", fit_kwargs, dict, "a dict", allow_none=True) or {})
     search = load_search(results.path)
-    spec = search._spec()
+    spec = search.spec
     if results.builder is not None:
         spec.builder = results.builder
 
     transformer = None
     if data is None:
         data = full_data(search.loader, params)
+        labels = search.loader.labels
         if getattr(search.loader, "preprocess", None) is not None:
-            transformer = search.loader._fit_preprocess(np.arange(search.loader.n))
+            transformer = search.loader.fit_preprocess(np.arange(search.loader.n))
     else:
         _check_dataset(data, spec.task_names)
+        labels = None
 
-    model, _ = build_model(params, spec, seed=fold_seed(spec, cid, spec.cv_folds or 1))
+    model, _ = build_model(params, spec, seed=fold_seed(spec, cid, scored_folds(spec.cv_folds)))
+    tasks = fold_tasks(model)
+    if tasks:  # fold-fitted losses and metrics are fit to all the rows the model trains on
+        if labels is None:
+            labels = {t: np.concatenate([np.asarray(y[t]) for _, y in data]) for t in tasks}
+        fit_to_labels(model, labels)
     kwargs = {"shuffle": False, **spec.fit_kwargs, **fit_extra}  # tf.data pipelines shuffle themselves
     for reserved in ("x", "y", "epochs", "validation_data", "validation_split"):
         kwargs.pop(reserved, None)

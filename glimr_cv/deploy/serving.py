@@ -5,8 +5,16 @@ model with named inputs, ``{"instances": [{"a": [...], "b": [...]}, ...]}`` (row
 or ``{"instances": {"a": [[...], ...], "b": [[...], ...]}}`` (columns), answers
 ``{"predictions": [...]}``: a list of rows for one output, a dict of lists by
 output name for several. ``GET`` describes the expected request. A malformed
-request gets HTTP 400 and an oversized one 413, both with ``{"error": message}``;
-the service keeps running.
+request gets HTTP 400 and an oversized one 413, both with ``{"error": message}``
+naming where the mistake is (``instances[3]['a'][1]``) and what was expected;
+the service keeps running. Values must be finite numbers: ``true``, ``null``,
+strings, ``NaN``, ``Infinity`` and numbers that overflow (``1e400``, or beyond
+float32's range for a float32 input) are refused, except NaN (sent as ``NaN`` or
+``null``) on an endpoint served with ``allow_nan=True``. A body nested deeper than
+the model's inputs can be (:func:`max_depth`) is refused before it is parsed.
+
+A local Ray that :func:`serve` starts listens on the loopback only
+(``ray_bind="loopback"``), like the HTTP endpoint by default.
 
 Ray Serve is the optional ``serve`` extra (``pip install glimr_cv[serve]``),
 imported only by :func:`serve` and the deployment.
@@ -16,15 +24,26 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ..checks import check_int, check_number, check_type
+from ..checks import check_bool, check_choice, check_int, check_number, check_type
 
-__all__ = ["serve", "ModelServer", "RequestError", "parse_request", "expected_request", "jsonable"]
+__all__ = ["serve", "ModelServer", "RequestError", "parse_request", "expected_request", "jsonable", "scan_json",
+           "max_depth", "connect_ray"]
 
 INSTANCES = "instances"
+
+#: Levels of JSON nesting allowed beyond the deepest a valid request has (so that a row one level too deep
+#: still gets the message on row shapes, not this one).
+DEPTH_MARGIN = 2
+#: Nesting allowed for a model whose input shapes are unknown (a subclassed model).
+UNKNOWN_DEPTH = 32
+#: Where a local Ray started by :func:`serve` listens: the loopback only, or Ray's default (every interface).
+RAY_BINDS = ("loopback", "all")
 
 
 class RequestError(Exception):
@@ -63,15 +82,167 @@ def expected_request(kind: str, inputs: dict) -> str:
     return f'{{"{INSTANCES}": [{_row_text(shape) if shape is not None else "<row>"}, ...]}}'
 
 
-def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, example: str) -> np.ndarray:
+# -- checks of a request's bytes, before parsing -----------------------------------------------
+#: Bytes of numbers and separators, dropped before the scan: what is left is brackets, strings and literals.
+#: None of them can follow a backslash in valid JSON, so dropping them keeps every escape next to its backslash.
+_NUMBER_BYTES = b"0123456789.,:-+eE \t\r\n"
+
+
+def scan_json(body: bytes) -> tuple[int, bool]:
+    """``(depth, bool_or_null)`` of a JSON text, read from its bytes without parsing it.
+
+    ``depth`` is the deepest nesting of arrays and objects (``[[1]]`` is 2);
+    ``bool_or_null`` says whether ``true``, ``false`` or ``null`` occurs. Brackets
+    and letters inside strings (escaped quotes included) do not count. Numbers
+    are dropped first (``bytes.translate``), the rest is vectorized, so the scan
+    costs a few milliseconds per megabyte and never recurses, however deep the
+    text; on invalid JSON its answer is meaningless but harmless (parsing
+    refuses the text next).
+    """
+    chars = np.frombuffer(body.translate(None, _NUMBER_BYTES), dtype=np.uint8)
+    if not len(chars):
+        return 0, False
+    quote = chars == ord('"')
+    backslash = chars == ord("\\")
+    if backslash.any():  # a quote is escaped when an odd run of backslashes ends right before it
+        index = np.arange(len(chars))
+        follows = np.zeros(len(chars), dtype=bool)  # right after a backslash
+        follows[1:] = backslash[:-1]
+        first = np.maximum.accumulate(np.where(backslash & ~follows, index, 0))  # first backslash of each run
+        odd = np.zeros(len(chars), dtype=bool)
+        odd[1:] = backslash[:-1] & ((index[:-1] - first[:-1]) % 2 == 0)  # the run before has odd length
+        quote &= ~odd
+    outside = ~((np.cumsum(quote) - quote) & 1).astype(bool) & ~quote  # an even number of quotes before it
+    step = (outside & ((chars == ord("[")) | (chars == ord("{")))).astype(np.int64)
+    step -= outside & ((chars == ord("]")) | (chars == ord("}")))
+    depth = int(np.cumsum(step).max(initial=0))
+    # u and l: true, false, null (NaN and Infinity have neither); every other letter left is in a string
+    return depth, bool((outside & ((chars == ord("u")) | (chars == ord("l")))).any())
+
+
+def max_depth(kind: str, inputs: dict) -> int:
+    """The deepest JSON nesting a request for the model may have.
+
+    A valid request nests ``2 + rank`` levels (``{"instances": [row, ...]}``) or
+    ``3 + rank`` for named inputs (``{"instances": [{"a": row}, ...]}``), rank being
+    the largest input rank without the batch axis; :data:`DEPTH_MARGIN` more are
+    allowed, :data:`UNKNOWN_DEPTH` when the input shapes are unknown.
+    """
+    if not inputs:
+        return UNKNOWN_DEPTH
+    rank = max(len(shape) for shape, _ in inputs.values())
+    return (3 if kind in ("dict", "list") else 2) + rank + DEPTH_MARGIN
+
+
+# -- checks of the parsed values --------------------------------------------------------------
+def _first(value: list, bad: Callable[[Any], bool], path: tuple = ()) -> tuple | None:
+    """``(path, item)`` of the first item of nested lists for which ``bad(item)``; else None."""
+    for i, item in enumerate(value):
+        if isinstance(item, list):
+            found = _first(item, bad, (*path, i))
+            if found is not None:
+                return found
+        elif bad(item):
+            return (*path, i), item
+    return None
+
+
+def _json_text(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _at(where: Callable[[int], str], index: Any) -> str:
+    """``instances[3]['a'][1]``: the row's name, then the indices within the row."""
+    index = tuple(int(i) for i in index)
+    return where(index[0]) + "".join(f"[{i}]" for i in index[1:])
+
+
+def _rows_text(rows: np.ndarray, most: int = 10) -> str:
+    rows = [int(r) for r in rows]
+    return "[" + ", ".join(map(str, rows[:most])) + (", ...]" if len(rows) > most else "]")
+
+
+def check_finite(array: np.ndarray, where: Callable[[int], str], allow_nan: bool, example: str) -> None:
+    """Refuse NaN (unless ``allow_nan``) and infinities in ``array`` (rows first), naming the first and the rows.
+
+    Raises
+    ------
+    RequestError
+        400: ``"instances[2][1]: expected a finite number, as in ..., but got NaN; ..."``.
+    """
+    if array.dtype.kind not in "fc" or not array.size:
+        return
+    bad = ~np.isfinite(array)
+    if allow_nan:
+        bad &= ~np.isnan(array)
+    if not bad.any():
+        return
+    first = np.argwhere(bad)[0]
+    value = float(array[tuple(first)])
+    rows = np.flatnonzero(bad.reshape(len(array), -1).any(axis=1))
+    if np.isnan(value):
+        hint = ("; this endpoint refuses NaN (missing values): serve the model with allow_nan=True "
+                "(glimr-cv serve --allow-nan) to accept them")
+    else:
+        hint = "; infinities are refused (a JSON number beyond ±1.8e308, such as 1e400, reads as Infinity)"
+    also = f"; {len(rows)} rows hold such values: {_rows_text(rows)}" if len(rows) > 1 else ""
+    raise RequestError(400, f"{_at(where, first)}: expected a finite number{' or NaN' if allow_nan else ''}, as in "
+                            f"{example}, but got {_json_text(value)}{hint}{also}")
+
+
+def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, example: str,
+             where: Callable[[int], str], allow_nan: bool = False, bool_or_null: bool = True) -> np.ndarray:
+    """The rows ``value`` of one input as an array of the input's dtype, or a 400 naming where and what."""
     if not isinstance(value, list):
         raise RequestError(400, f"{name}: expected a list of rows, as in {example}, but got {type(value).__name__}")
+    if not value:  # no rows (the caller says whether that is allowed)
+        return np.zeros((0, *(d or 0 for d in (shape or ()))), dtype=dtype or "float32")
+
+    def not_a_number() -> None:  # the slow path: find the first item that is not a number (bools are not)
+        found = _first(value, lambda v: not (type(v) in (int, float) or (v is None and allow_nan)))
+        if found is not None:
+            path, item = found
+            raise RequestError(400, f"{_at(where, path)}: expected numbers, as in {example}, but got "
+                                    f"{_json_text(item)}" + ("" if item is not None else
+                                                             " (null: this endpoint refuses missing values)"))
+
+    if bool_or_null:
+        not_a_number()
     try:
         array = np.asarray(value)
-    except ValueError:
+    except ValueError:  # ragged rows (or a too deep nesting)
+        not_a_number()
+
+        def shape_of(row: Any) -> tuple | None:
+            try:
+                return np.shape(row)
+            except ValueError:
+                return None
+
+        first = shape_of(value[0])
+        for i, row in enumerate(value):
+            got = shape_of(row)
+            if got is None or got != first:
+                what = ("is ragged (its items differ in length)" if got is None else
+                        f"has shape {_shape_text(got)}, {where(0)} has {_shape_text(first)}")
+                raise RequestError(400, f"{name}: expected rows of one shape {_shape_text(shape) if shape else ''}, "
+                                        f"as in {example}, but the rows differ in length: {where(i)} {what}") from None
         raise RequestError(400, f"{name}: expected rows of one shape {_shape_text(shape) if shape else ''}, as in "
-                                f"{example}, but the rows differ in length") from None
-    if array.dtype.kind not in "biuf":
+                                f"{example}, but got rows NumPy cannot stack") from None
+    if array.dtype == object:  # numbers NumPy keeps as objects: null (when allowed), integers beyond int64
+        not_a_number()
+        try:
+            array = np.asarray(value, dtype=np.float64)  # null -> NaN
+        except OverflowError:
+            path, item = _first(value, lambda v: type(v) is int and abs(v) > sys.float_info.max)
+            raise RequestError(400, f"{_at(where, path)}: expected a finite number, as in {example}, but got an "
+                                    f"integer of {len(str(abs(item)))} digits (beyond ±1.8e308)") from None
+    if array.dtype.kind not in "iuf":
+        not_a_number()
         raise RequestError(400, f"{name}: expected numbers, as in {example}, but got non-numeric values "
                                 f"(such as strings or null)")
     if shape is not None:
@@ -79,10 +250,25 @@ def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, exam
         if array.ndim != len(shape) + 1 or any(e is not None and e != g for e, g in zip(shape, got)):
             raise RequestError(400, f"{name}: expected a list of rows of shape {_shape_text(shape)}, as in {example}, "
                                     f"but got {_count(array.shape[0] if array.ndim else 0, 'row')} of shape {_shape_text(got)}")
-    return array.astype(dtype or "float32")
+    check_finite(array, where, allow_nan, example)
+    target = np.dtype(dtype or "float32")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = array.astype(target)
+    if target.kind == "f" and array.dtype.kind == "f":
+        overflow = np.isinf(out) & np.isfinite(array)
+        if overflow.any():
+            first = np.argwhere(overflow)[0]
+            raise RequestError(400, f"{_at(where, first)}: expected a number within {target.name}'s range "
+                                    f"(±{np.finfo(target).max:.3g}), as in {example}, but got "
+                                    f"{_json_text(float(array[tuple(first)]))}")
+    elif target.kind in "iu" and array.dtype.kind == "f" and np.isnan(array).any():
+        first = np.argwhere(np.isnan(array))[0]
+        raise RequestError(400, f"{_at(where, first)}: expected an integer (the input is {target.name}), as in "
+                                f"{example}, but got NaN")
+    return out
 
 
-def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int) -> Any:
+def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int, allow_nan: bool = False) -> Any:
     """The model input of a request body: an array, a list of arrays, or a dict by input name.
 
     Parameters
@@ -93,17 +279,30 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int) -> Any:
         As :func:`glimr_cv.deploy.batch.model_inputs` gives them.
     max_rows : int
         Most rows a request may hold.
+    allow_nan : bool
+        Accept NaN (``NaN`` or ``null`` in the JSON) as a missing value;
+        infinities are refused all the same.
 
     Raises
     ------
     RequestError
-        400 for a malformed request (not JSON, not ``{"instances": ...}``, wrong
-        input names, non-numeric values, wrong row shape, no rows), 413 for more
-        than ``max_rows`` rows; the message says what was expected.
+        400 for a malformed request (nested deeper than :func:`max_depth`, not
+        JSON, not ``{"instances": ...}``, wrong input names, values that are not
+        finite numbers, wrong row shape, no rows), 413 for more than
+        ``max_rows`` rows; the message says where (``instances[3]['a'][1]``)
+        and what was expected.
     """
     example = expected_request(kind, inputs)
+    depth, bool_or_null = scan_json(body)  # before parsing: the parser recurses once per level
+    limit = max_depth(kind, inputs)
+    if depth > limit:
+        raise RequestError(400, f"request body: expected JSON nested at most {limit} levels deep, as in {example}, "
+                                f"but it is nested {depth} levels deep")
     try:
         payload = json.loads(body)
+    except RecursionError:  # cannot happen after the scan; kept so that no body ever gets a bare 500
+        raise RequestError(400, f"request body: expected JSON nested at most {limit} levels deep, as in "
+                                f"{example}, but it is nested deeper than the parser can follow") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise RequestError(400, f"request body: expected JSON such as {example}, but it is not valid JSON "
                                 f"({err})") from None
@@ -116,7 +315,8 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int) -> Any:
     instances = payload[INSTANCES]
 
     named = kind in ("dict", "list")
-    if named and isinstance(instances, list) and instances and all(isinstance(r, dict) for r in instances):
+    as_rows = named and isinstance(instances, list) and instances and all(isinstance(r, dict) for r in instances)
+    if as_rows:
         for i, row in enumerate(instances):  # rows of named inputs -> columns
             if set(row) != set(inputs):
                 raise RequestError(400, f"{INSTANCES}[{i}]: expected the inputs {list(inputs)}, as in {example}, "
@@ -134,7 +334,14 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int) -> Any:
         for n, column in instances.items():
             if isinstance(column, list) and len(column) > max_rows:
                 raise RequestError(413, f"{INSTANCES}: at most {max_rows} rows per request, but got {len(column)}")
-        arrays = {n: _numeric(f"{INSTANCES}[{n!r}]", instances[n], *inputs[n], example) for n in inputs}
+
+        def where_of(n: str) -> Callable[[int], str]:
+            if as_rows:
+                return lambda i: f"{INSTANCES}[{i}][{n!r}]"
+            return lambda i: f"{INSTANCES}[{n!r}][{i}]"
+
+        arrays = {n: _numeric(f"{INSTANCES}[{n!r}]", instances[n], *inputs[n], example, where_of(n), allow_nan,
+                              bool_or_null) for n in inputs}
         rows = {len(a) for a in arrays.values()}
         if len(rows) != 1:
             raise RequestError(400, f"{INSTANCES}: expected the same number of rows for every input, but got "
@@ -148,7 +355,8 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int) -> Any:
     if isinstance(instances, list) and not instances:
         raise RequestError(400, f"{INSTANCES}: expected at least one row, as in {example}")
     shape, dtype = next(iter(inputs.values())) if inputs else (None, None)
-    return _numeric(INSTANCES, instances, shape, dtype, example)
+    return _numeric(INSTANCES, instances, shape, dtype, example, lambda i: f"{INSTANCES}[{i}]", allow_nan,
+                    bool_or_null)
 
 
 def jsonable(outputs: Any) -> Any:
@@ -161,11 +369,22 @@ def jsonable(outputs: Any) -> Any:
     return array.tolist()
 
 
+def _replica_grpc_on_loopback() -> bool:
+    """Make this replica's inter-deployment gRPC server listen on the loopback when its node does."""
+    import ray
+
+    from ..engine.compat import replica_grpc_on_loopback
+
+    return replica_grpc_on_loopback(ray.is_initialized() and _is_loopback(ray.util.get_node_ip_address()))
+
+
 class ModelServer:
     """The Ray Serve deployment: loads the model once per replica and answers JSON requests."""
 
-    def __init__(self, model_path: str, max_batch_rows: int, max_body_bytes: int):
+    def __init__(self, model_path: str, max_batch_rows: int, max_body_bytes: int, allow_nan: bool = False):
         from .batch import load_keras_model, model_inputs, model_output_names
+
+        _replica_grpc_on_loopback()
 
         self.model = load_keras_model(model_path)
         self.model_path = model_path
@@ -173,6 +392,7 @@ class ModelServer:
         self.outputs = model_output_names(self.model)
         self.max_batch_rows = int(max_batch_rows)
         self.max_body_bytes = int(max_body_bytes)
+        self.allow_nan = bool(allow_nan)
 
     def describe(self) -> dict:
         return {
@@ -182,6 +402,8 @@ class ModelServer:
             "request": expected_request(self.kind, self.inputs),
             "max_batch_rows": self.max_batch_rows,
             "max_body_bytes": self.max_body_bytes,
+            "max_depth": max_depth(self.kind, self.inputs),
+            "allow_nan": self.allow_nan,
         }
 
     async def _body(self, request) -> bytes:
@@ -212,9 +434,12 @@ class ModelServer:
             return JSONResponse({"error": f"method {request.method}: expected POST {expected_request(self.kind, self.inputs)}"
                                           " (or GET for a description)"}, status_code=405)
         try:
-            x = parse_request(await self._body(request), self.kind, self.inputs, self.max_batch_rows)
+            x = parse_request(await self._body(request), self.kind, self.inputs, self.max_batch_rows, self.allow_nan)
         except RequestError as err:
             return JSONResponse({"error": err.message}, status_code=err.status)
+        except Exception as err:  # noqa: BLE001 - a bug of ours, not the client's: a JSON answer all the same
+            return JSONResponse({"error": f"request failed: {type(err).__name__}: {str(err).strip()[:500]}"},
+                                status_code=500)
         try:
             outputs = self.predict(x)
         except Exception as err:  # the model refused the input: a request error when its shape was unknown
@@ -234,15 +459,74 @@ def _import_serve():
     return ray_serve
 
 
+def _cluster_to_join() -> bool:
+    """Whether ``ray.init()`` would join a running Ray (``RAY_ADDRESS``, or one ``ray start`` started here)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return True
+    from ..engine.compat import read_ray_address
+
+    return bool(read_ray_address())
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _loopback_node():
+    """While active, a Ray started in this process listens on 127.0.0.1 only (see :func:`glimr_cv.engine.compat.loopback_node`)."""
+    from ..engine.compat import loopback_node
+
+    return loopback_node()
+
+
+def connect_ray(ray_bind: str = "loopback") -> None:
+    """Connect this process to Ray: the running one, or a local Ray that listens where ``ray_bind`` says.
+
+    ``"loopback"``: a local Ray started here listens on 127.0.0.1 only (its GCS,
+    raylet, agents and workers), so nothing off this machine reaches it.
+    ``"all"``: Ray's own default, every interface (what a cluster needs). A Ray
+    already connected, named by ``RAY_ADDRESS`` or started by ``ray start``
+    keeps its own addresses.
+
+    Raises
+    ------
+    RuntimeError
+        When a local Ray was started but not on the loopback (it is shut down).
+    """
+    check_choice("ray_bind", ray_bind, RAY_BINDS)
+    import ray
+
+    if ray.is_initialized():
+        return
+    from ..engine.runner import init_ray
+
+    if ray_bind == "all" or _cluster_to_join():
+        init_ray()
+        return
+    with _loopback_node():
+        init_ray()
+    host = ray.get_runtime_context().gcs_address.rpartition(":")[0]
+    if not _is_loopback(host):
+        ray.shutdown()
+        raise RuntimeError(f"ray_bind: expected a local Ray on the loopback only, but Ray started on {host}; pass "
+                           "ray_bind='all' (glimr-cv serve --ray-bind all) to accept that")
+
+
 def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, route_prefix: str = "/",
           max_batch_rows: int = 1024, max_body_bytes: int = 16 * 2**20, name: str = "glimr_cv",
-          num_replicas: int = 1, num_cpus: float = 1) -> str:
+          num_replicas: int = 1, num_cpus: float = 1, allow_nan: bool = False, ray_bind: str = "loopback") -> str:
     """Deploy a ``.keras`` model with Ray Serve as an HTTP JSON endpoint; returns its URL.
 
     Requests and answers are described in :mod:`glimr_cv.deploy.serving`. The
     call returns once the deployment is up; the endpoint runs until
     ``ray.serve.shutdown()`` (or the end of the Ray session). A local Ray starts
-    if none is connected.
+    if none is connected, listening on the loopback only unless
+    ``ray_bind="all"``.
 
     Parameters
     ----------
@@ -262,19 +546,28 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         Serve application name.
     num_replicas, num_cpus
         Replicas (each loads the model once) and the CPUs each reserves.
+    allow_nan : bool
+        Accept NaN in requests (``NaN`` or ``null``), a missing value the
+        model is meant to take; by default a request holding one gets 400.
+        Infinities are always refused.
+    ray_bind : {"loopback", "all"}
+        Where a local Ray started by this call listens (:func:`connect_ray`):
+        the loopback only (default), or every interface, Ray's default. The
+        HTTP endpoint listens on ``host`` either way.
 
     Raises
     ------
     ImportError
         Without Ray Serve: ``pip install glimr_cv[serve]``.
     FileNotFoundError, ValueError, TypeError
-        On a missing model file or bad arguments.
+        On a missing or unreadable model file or bad arguments.
     """
     ray_serve = _import_serve()
     check_type("model_path", model_path, (str, os.PathLike), "the path of a .keras file")
     path = os.path.abspath(os.fspath(model_path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model_path: no such file {path!r}; expected a .keras file")
+    from .batch import check_keras_file
+
+    check_keras_file(path, "model_path")  # a corrupt file is refused here, not by every replica in turn
     check_type("host", host, str, "a host name or IP address such as '127.0.0.1'")
     check_int("port", port, 1, 65535)
     check_type("route_prefix", route_prefix, str, "a path such as '/' or '/digits'")
@@ -284,15 +577,12 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     check_int("max_body_bytes", max_body_bytes, 1)
     check_int("num_replicas", num_replicas, 1)
     check_number("num_cpus", num_cpus, 0)
-    import ray
-
-    if not ray.is_initialized():
-        from ..engine.runner import init_ray
-
-        init_ray()
+    check_bool("allow_nan", allow_nan)
+    check_choice("ray_bind", ray_bind, RAY_BINDS)
+    connect_ray(ray_bind)
     ray_serve.start(http_options={"host": host, "port": int(port)})
     deployment = ray_serve.deployment(name=f"{name}_model", num_replicas=num_replicas,
                                       ray_actor_options={"num_cpus": num_cpus})(ModelServer)
-    ray_serve.run(deployment.bind(path, int(max_batch_rows), int(max_body_bytes)), name=name,
+    ray_serve.run(deployment.bind(path, int(max_batch_rows), int(max_body_bytes), bool(allow_nan)), name=name,
                   route_prefix=route_prefix)
     return f"http://{host}:{port}{route_prefix}"

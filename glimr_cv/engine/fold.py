@@ -9,10 +9,12 @@ one batch of training in this process.
 from __future__ import annotations
 
 import uuid
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-__all__ = ["TrialSpec", "fold_seed", "build_model", "load_fold", "validation_report", "preflight"]
+__all__ = ["TrialSpec", "fold_seed", "build_model", "load_fold", "validation_report", "preflight", "fold_objects",
+           "fit_fold_objects", "fold_tasks", "fit_to_labels", "fit_to_fold"]
 
 _BUILDER_RESULT = "(model, losses, loss_weights, metrics)"
 
@@ -71,6 +73,72 @@ def _check_built(built: Any, tasks: list) -> tuple:
 
 
 _LAST_MODEL: tuple[Any, Any] | None = None  # (configuration key, model) of this process's last fold
+#: The losses and metrics a model was compiled with that are fit to a fold (``fit_fold``), by task.
+_FOLD_OBJECTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def fold_objects(losses: Any, metrics: Any, tasks: list) -> dict[str, list]:
+    """The losses and metrics of each task that must be told a fold's training labels.
+
+    An object with a ``fit_fold(train_labels)`` method (a discrete-time loss's
+    interval edges, an IPCW metric's censoring distribution; see
+    :mod:`glimr_cv.survival`) is fit to the training rows of each fold before it
+    trains or is evaluated.
+    """
+    import keras
+
+    out: dict[str, list] = {}
+    for task in tasks:
+        found = []
+        for group in (losses, metrics):
+            items = group.get(task) if isinstance(group, dict) else (group if len(tasks) == 1 else None)
+            for obj in keras.tree.flatten(items) if items is not None else []:
+                if callable(getattr(obj, "fit_fold", None)) and not isinstance(obj, type):
+                    found.append(obj)
+        if found:
+            out[task] = found
+    return out
+
+
+def fit_fold_objects(losses: Any, metrics: Any, tasks: list, train_labels: dict) -> None:
+    """Tell every fold-fitted loss and metric the training labels of its task (``fit_fold``)."""
+    import numpy as np
+
+    for task, objects in fold_objects(losses, metrics, tasks).items():
+        for obj in objects:
+            obj.fit_fold(np.asarray(train_labels[task]))
+
+
+def fold_tasks(model: Any) -> list[str]:
+    """The tasks whose losses or metrics ``model`` was compiled with must be fit to training labels."""
+    return sorted(_FOLD_OBJECTS.get(model) or {})
+
+
+def fit_to_labels(model: Any, train_labels: dict) -> None:
+    """Fit ``model``'s fold-fitted losses and metrics to ``train_labels`` (task -> labels of the rows it trains on)."""
+    import numpy as np
+
+    for task, objects in (_FOLD_OBJECTS.get(model) or {}).items():
+        for obj in objects:
+            obj.fit_fold(np.asarray(train_labels[task]))
+
+
+def fit_to_fold(model: Any, spec: "TrialSpec", fold: int) -> None:
+    """Fit ``model``'s fold-fitted losses and metrics to fold ``fold``'s training labels, from the loader.
+
+    Raises
+    ------
+    TypeError
+        When they need labels that the loader cannot give (it does not hold its rows).
+    """
+    objects = _FOLD_OBJECTS.get(model)
+    if not objects:
+        return
+    from ..data.contract import resolve_folds, row_loader
+
+    names = ", ".join(sorted({f"{task}: {type(o).__name__}" for task, objs in objects.items() for o in objs}))
+    loader = row_loader(spec.loader, f"{names}, fit to each fold's training labels (fit_fold),")
+    fit_to_labels(model, loader.train_labels(fold, resolve_folds(spec.cv_folds)))
 
 
 def _signature(variables) -> list:
@@ -112,6 +180,7 @@ def build_model(params: dict, spec: TrialSpec, seed: int, key: Any = None) -> tu
     no_xla = any(getattr(m, "supports_jit", True) is False for m in keras.tree.flatten(metrics or []))
     model.compile(optimizer=keras_optimizer(params["optimization"]), loss=losses,
                   loss_weights=loss_weights, metrics=metrics, jit_compile=False if no_xla else "auto")
+    _FOLD_OBJECTS[model] = fold_objects(losses, metrics, spec.task_names)
     if key is None or not model.built:  # a subclassed model makes its variables in fit
         return model, False
     model.optimizer.build(model.trainable_variables)
@@ -127,12 +196,6 @@ def build_model(params: dict, spec: TrialSpec, seed: int, key: Any = None) -> tu
         model = last
     _LAST_MODEL = (key, model)
     return model, reused
-
-
-def forget_model() -> None:
-    """Drop the model kept for reuse (the next fold builds a new one)."""
-    global _LAST_MODEL
-    _LAST_MODEL = None
 
 
 def load_fold(params: dict, spec: TrialSpec, fold: int) -> tuple[Any, Any]:
@@ -193,25 +256,8 @@ def validation_report(logs: dict, spec: TrialSpec) -> dict:
     return report
 
 
-def preflight(spec: TrialSpec, params: dict) -> dict:
-    """Build, load fold 0 and train and validate on one batch, in this process.
-
-    Returns
-    -------
-    dict
-        The validation metrics of that batch, by reported name.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Naming the builder, the loader or the metric at fault.
-    """
-    from .quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly(start_runtime=True)
-    import keras
-
-    model, _ = build_model(params, spec, seed=fold_seed(spec, 0, 0))
+def _one_batch(model, spec: TrialSpec, params: dict) -> dict:
+    """Train on one batch of fold 0 and validate on one; the validation report."""
     train_ds, val_ds = load_fold(params, spec, 0)
     try:
         history = model.fit(train_ds.take(1), validation_data=val_ds.take(1), epochs=1, verbose=0, shuffle=False)
@@ -223,8 +269,55 @@ def preflight(spec: TrialSpec, params: dict) -> dict:
             f"{dict(zip(model.output_names, [tuple(t.shape) for t in model.outputs]))}"
         ) from err
     try:
-        report = validation_report({k: v[-1] for k, v in history.history.items()}, spec)
+        return validation_report({k: v[-1] for k, v in history.history.items()}, spec)
     except KeyError as err:
         raise ValueError(f"preflight: {err.args[0]}") from None
+
+
+def preflight(spec: TrialSpec, params: dict, others: Sequence[tuple[dict, list, bool]] = ()) -> dict:
+    """Build, load fold 0 and train and validate on one batch, in this process.
+
+    Parameters
+    ----------
+    spec : TrialSpec
+        The search's settings.
+    params : dict
+        The configuration trained on one batch.
+    others : sequence of (dict, list of str, bool)
+        Further configurations, with the options each is the first to take
+        (:func:`glimr_cv.space.notation.covering_configs`) and whether one of them
+        is structured: each is built and compiled, and one with a structured
+        option (whose loss or layers only then exist) is also trained on one batch.
+
+    Returns
+    -------
+    dict
+        The validation metrics of ``params``'s batch, by reported name.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the builder, the loader or the metric at fault, and for
+        ``others`` the options the failing configuration takes
+        (``tasks/label/loss[1]``).
+    """
+    from .quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly(start_runtime=True)
+    import keras
+
+    model, _ = build_model(params, spec, seed=fold_seed(spec, 0, 0))
+    fit_to_fold(model, spec, 0)
+    report = _one_batch(model, spec, params)
+    for config, options, structured in others:
+        try:
+            model, _ = build_model(config, spec, seed=fold_seed(spec, 0, 0))
+            fit_to_fold(model, spec, 0)
+            if structured:
+                _one_batch(model, spec, config)
+        except Exception as err:
+            message = str(err).removeprefix("preflight: ")
+            kind = TypeError if isinstance(err, TypeError) else ValueError
+            raise kind(f"preflight: the configuration that takes {', '.join(options)} failed: {message}") from err
     keras.backend.clear_session()
     return report

@@ -6,7 +6,13 @@ import sys
 import time
 from typing import Any, Callable
 
-__all__ = ["ProgressDisplay"]
+__all__ = ["ProgressDisplay", "in_notebook"]
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (not a terminal IPython): the leaderboard is then redrawn in place."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 class ProgressDisplay:

@@ -93,3 +93,20 @@ def quiet_tune(verbose: int = 0) -> Iterator[None]:
             os.environ["RAY_AIR_NEW_OUTPUT"] = previous
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_retracing() -> Iterator[None]:
+    """TensorFlow's "triggered tf.function retracing" warnings off, while the block runs.
+
+    Scoring or predicting bags pads each batch to its largest bag, so batches
+    differ in length and Keras traces its predict step for each new one: expected
+    there, and only noise to the user.
+    """
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

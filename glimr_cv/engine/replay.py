@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
+from ..direction import Direction
 from .racing import EpochRule, orient
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
 
@@ -182,7 +183,7 @@ class Replay:
         finite = [v for v in values if v is not None and not math.isnan(v)]
         if not finite:
             return math.nan
-        return max(finite) if self.scheduler.mode == "max" else min(finite)
+        return Direction(self.scheduler.mode).best(finite)
 
     def _best_of_curve(self, config_id: int, fold: int) -> float | None:
         curve = self._curve(config_id, fold)

@@ -102,7 +102,7 @@ _ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d+")
 def _same_address(address: str, connected: str) -> bool:
     """Whether joining ``address`` means the Ray whose GCS is at ``connected``."""
     if address == "auto":  # as ray.init resolves it: RAY_ADDRESS, else the cluster `ray start` started here
-        from ray._private.utils import read_ray_address
+        from .compat import read_ray_address
 
         found = os.environ.get("RAY_ADDRESS") or read_ray_address()
         return found in (None, "auto") or _same_address(found, connected)
@@ -154,8 +154,12 @@ def _trainable(spec: TrialSpec, resources: dict):
 
 def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str, *, scheduler: Any = None,
               max_concurrent_trials: int | None = None, reuse_actors: bool = True,
-              checkpoint_kwargs: dict | None = None, max_failures: int = 2, verbose: int = 0):
-    """A Tuner whose trials are the folds ``searcher`` hands out, writing to folder ``path``."""
+              checkpoint_kwargs: dict | None = None, max_failures: int = 2, verbose: int = 0,
+              callbacks: list | None = None):
+    """A Tuner whose trials are the folds ``searcher`` hands out, writing to folder ``path``.
+
+    ``callbacks`` are Ray Tune callbacks (``tune.RunConfig(callbacks=...)``), called in this driver.
+    """
     from ray import tune
 
     from .trainable import trial_dirname
@@ -176,19 +180,30 @@ def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         progress_reporter=None if verbose else SilentReporter(),  # Tune's notebook reporter clears the cell
         verbose=verbose,
+        callbacks=list(callbacks or []),  # a list of our own: Tune appends its default loggers to it
     )
     return tune.Tuner(_trainable(spec, resources), param_space={}, tune_config=how_to_search, run_config=how_to_run)
 
 
-def restore_tuner(path: str, spec: TrialSpec, resources: dict, verbose: int = 0):
-    """The Tuner of the interrupted experiment in folder ``path``, to resume."""
+def restore_tuner(path: str, spec: TrialSpec, resources: dict, verbose: int = 0, callbacks: list | None = None):
+    """The Tuner of the interrupted experiment in folder ``path``, to resume.
+
+    Ray Tune restores the callbacks the experiment started with. ``callbacks``
+    take the place of those of the same classes (a tracking callback re-created
+    from its saved settings, say); the others are kept.
+    """
     from ray import tune
 
     if not tune.Tuner.can_restore(path):
         raise FileNotFoundError(f"restore: {path!r} holds no Ray Tune experiment state to resume")
     with quiet_tune(verbose):
-        return tune.Tuner.restore(path, trainable=_trainable(spec, resources), resume_unfinished=True,
-                                  resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=_trainable(spec, resources), resume_unfinished=True,
+                                   resume_errored=True)
+    if callbacks:
+        from .compat import replace_tuner_callbacks
+
+        replace_tuner_callbacks(tuner, callbacks)
+    return tuner
 
 
 def run(tuner, verbose: int = 0):

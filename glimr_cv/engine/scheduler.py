@@ -1,6 +1,6 @@
 """The fold scheduler: which (configuration, fold) to train next.
 
-Pure Python, no Ray or Keras. :class:`glimr_cv.searcher.CVSearcher` is a thin
+Pure Python, no Ray or Keras. :class:`glimr_cv.engine.searcher.CVSearcher` is a thin
 Ray Tune adapter over it.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
 from ..checks import check_choice, check_int
+from ..direction import Direction
 from .racing import RacingRule
 
 __all__ = ["FoldScheduler", "ConfigState", "Run", "NEW", "WAIT", "DONE", "STATUSES"]
@@ -65,6 +66,32 @@ class ConfigState:
         return statistics.fmean(self.scores.values()) if self.scores else math.nan
 
 
+class _Trails:
+    """Per fold, how far the configurations other than ``incumbent`` trailed it (:meth:`FoldScheduler.fold_order`).
+
+    A score's trail is added when the score arrives, so ``sum`` may differ in its
+    last bits from the sum in configuration order that defines the order. ``size``,
+    the sum of the trails' magnitudes, bounds that difference; ``grid`` is the
+    least ``k`` such that every trail is a multiple of ``2**-k``, and a sum below
+    ``2**(53 - grid)`` in magnitude is exact in any order.
+    """
+
+    __slots__ = ("count", "grid", "incumbent", "size", "sum")
+
+    def __init__(self, incumbent: int, cv_folds: int):
+        self.incumbent = incumbent
+        self.sum = [0.0] * cv_folds
+        self.size = [0.0] * cv_folds
+        self.count = [0] * cv_folds
+        self.grid = [0] * cv_folds
+
+    def add(self, fold: int, trail: float) -> None:
+        self.sum[fold] += trail
+        self.size[fold] += abs(trail)
+        self.count[fold] += 1
+        self.grid[fold] = max(self.grid[fold], trail.as_integer_ratio()[1].bit_length() - 1)
+
+
 class FoldScheduler:
     """Hands out folds from a priority heap of unfinished configurations.
 
@@ -77,19 +104,29 @@ class FoldScheduler:
     :meth:`next` applies this rule:
 
     1. If ``max_fold_trainings`` folds have been started, start nothing.
-    2. Look at the top configuration ``c`` of the heap. If the racing rule stops
+    2. If the worker that takes the next fold likely holds the model of a
+       configuration with folds to start (that of the fold that ended last while
+       a slot is free, else that of the running fold started first), the racing
+       rule does not stop it, it is competitive (step 4) and, with racing, there is
+       an incumbent, start its next fold.
+    3. Look at the top configuration ``c`` of the heap. If the racing rule stops
        it against the incumbent, mark it ``pruned``, drop it and look again.
-    3. ``c`` is *competitive* when racing is off (every fold runs anyway, so started
+    4. ``c`` is *competitive* when racing is off (every fold runs anyway, so started
        configurations finish first), when there is no incumbent yet and ``explore``
        configurations have started, or when ``c`` has a finished fold and its mean is
        at least the incumbent's. If ``c`` is competitive, start ``c``'s next fold.
-    4. Otherwise, if a new configuration may start (``max_configs`` and the fold
+    5. Otherwise, if a new configuration may start (``max_configs`` and the fold
        budget allow; a new configuration needs ``cv_folds`` of budget left), ask
        for one (:data:`NEW`).
-    5. Otherwise start ``c``'s next fold, unless racing is on and ``c`` has folds
+    6. Otherwise start ``c``'s next fold, unless racing is on and ``c`` has folds
        running: their scores may still stop it, so pass over ``c`` for now and
        look at the next configuration of the heap.
-    6. Otherwise return :data:`WAIT` while folds are running, else :data:`DONE`.
+    7. Otherwise return :data:`WAIT` while folds are running, else :data:`DONE`
+       (configurations still ``running`` become ``incomplete``).
+
+    A call takes O(log n) time for n configurations, amortized over the heap's
+    stale entries and the configurations it prunes, but for :meth:`fold_order`'s
+    rare rebuilds and the first :data:`DONE`.
 
     With a racing rule that pairs folds (:attr:`RacingRule.pairs_folds`), a
     configuration that starts once there is an incumbent runs its folds in
@@ -154,10 +191,27 @@ class FoldScheduler:
         self._events: list[tuple[str, int, float]] = []
         self._dispatched = 0
         self._freed: int | None = None  # configuration of the fold that ended last
+        # derived from the configurations, not pickled; None: rebuilt when next needed
+        self._running: set[tuple[int, int]] | None = set()  # (dispatch number, config_id) of each running fold
+        self._trails: _Trails | None = None
+        self._swept = False  # no configuration is "running" since the last DONE
+
+    _DERIVED = ("_running", "_trails", "_swept", "_direction")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+
+    def __setstate__(self, state: dict) -> None:
+        # schedulers pickled by older versions lack the newer fields
+        self.__dict__.update(_dispatched=0, _freed=None, _running=None, _trails=None, _swept=False)
+        self.__dict__.update(state)
 
     # -- orientation: rules and the heap see "higher is better" -------------
     def _o(self, score: float) -> float:
-        return score if self.mode == "max" else -score
+        direction = self.__dict__.get("_direction")
+        if direction is None or direction.mode != self.mode:
+            direction = self._direction = Direction(self.mode)
+        return direction.orient(score)
 
     def _oriented(self, c: ConfigState) -> dict[int, float]:
         return {f: self._o(s) for f, s in c.scores.items()}
@@ -231,9 +285,11 @@ class FoldScheduler:
                 return NEW
         if self.n_running:
             return WAIT
-        for c in self.configs.values():
-            if c.status == "running":
-                self._stop(c, "incomplete")
+        if not self._swept:  # only add_config and retry make a configuration "running" again
+            for c in self.configs.values():
+                if c.status == "running":
+                    self._stop(c, "incomplete")
+            self._swept = True
         return DONE
 
     def _near_model(self) -> ConfigState | None:
@@ -249,7 +305,7 @@ class FoldScheduler:
         if self.slots is not None and self.n_running < self.slots:
             config_id = self._freed
         else:
-            running = [(seq, c.config_id) for c in self.configs.values() for seq in getattr(c, "started", {}).values()]
+            running = self._running_folds()
             config_id = min(running)[1] if running else None
         c = self.configs.get(config_id) if config_id is not None else None
         if c is None or c.status != "running" or not c.todo or self._should_stop(c) or not self._competitive(c):
@@ -257,6 +313,12 @@ class FoldScheduler:
         if self.racing is not None and self.incumbent is None:
             return None  # exploring: first folds of new configurations come first
         return c
+
+    def _running_folds(self) -> set[tuple[int, int]]:
+        """``(dispatch number, config_id)`` of every running fold that has a dispatch number."""
+        if self._running is None:
+            self._running = {(seq, c.config_id) for c in self.configs.values() for seq in c.started.values()}
+        return self._running
 
     def _should_stop(self, c: ConfigState) -> bool:
         if self.racing is None or self.incumbent is None:
@@ -266,7 +328,11 @@ class FoldScheduler:
     def _dispatch(self, c: ConfigState) -> Run:
         fold = c.todo.pop(0)
         c.running.add(fold)
-        self._dispatched = getattr(self, "_dispatched", 0) + 1
+        self._dispatched += 1
+        if self._running is not None:
+            if fold in c.started:
+                self._running.discard((c.started[fold], c.config_id))
+            self._running.add((self._dispatched, c.config_id))
         c.started[fold] = self._dispatched
         self.n_started += 1
         self.n_running += 1
@@ -288,6 +354,7 @@ class FoldScheduler:
             raise RuntimeError("add_config called while no new configuration may start")
         c = ConfigState(len(self.configs), params, todo=self.fold_order())
         self.configs[c.config_id] = c
+        self._swept = False
         return self._dispatch(c)
 
     def fold_order(self) -> list[int]:
@@ -309,11 +376,70 @@ class FoldScheduler:
         exhaustive winner on 10 of 10 runs either way. Forgiving is left in index
         order: the hard fold first, its mean of one fold is compared with the
         incumbent's hard fold alone, and it lost a winner in synthetic tests.
+
+        The sums are kept as scores arrive, and rebuilt in O(n) for n configurations
+        when the incumbent changes; a call takes O(``cv_folds``) time otherwise. The
+        order is that of the sums in configuration order, to the last bit: folds
+        whose mean trails are equal up to rounding are summed again in that order.
         """
         order = list(range(self.cv_folds))
         best = self.configs.get(self.incumbent)
         if best is None or not getattr(self.racing, "pairs_folds", False):
             return order
+        t = self._trails
+        if t is None or t.incumbent != self.incumbent:
+            t = self._trails = self._build_trails(best)
+        # The key -(mean trail) of each fold, its trails summed in configuration
+        # order, lies in [lo, hi]: the key of the incremental sum where that sum is
+        # exact, else an interval around it. Only folds whose intervals overlap may
+        # compare otherwise than their incremental sums: those need the sums in order.
+        spans = []
+        for f in order:
+            n, size = t.count[f], t.size[f]
+            if not n:
+                spans.append((0.0, 0.0, f, 0.0))
+            elif size < math.ldexp(1.0, 53 - t.grid[f]):
+                key = -(t.sum[f] / n)
+                spans.append((key, key, f, key))
+            elif size < 2.0 ** 1000 and n < 2 ** 40:
+                key = -(t.sum[f] / n)
+                # the keys of two sums of the same trails, in any order, differ by less than about
+                # 2**-51 * size (the sums' rounding and the divisions'); r leaves room for lo's and hi's
+                r = size * 2.0 ** -50 + 2.0 ** -1070
+                spans.append((key - r, key + r, f, None))
+            else:  # sums that may overflow
+                return sorted(order, key=self._trail_keys(best).__getitem__)
+        spans.sort()
+        groups: list[list[tuple]] = []
+        top = -math.inf
+        for span in spans:
+            if span[0] > top:
+                groups.append([])
+            groups[-1].append(span)
+            top = max(top, span[1])
+        keys = None
+        rank = {}
+        for i, group in enumerate(groups):
+            for _, _, f, key in group:
+                if len(group) == 1:
+                    key = 0.0
+                elif key is None:
+                    keys = self._trail_keys(best) if keys is None else keys
+                    key = keys[f]
+                rank[f] = (i, key)
+        return sorted(order, key=rank.__getitem__)
+
+    def _build_trails(self, best: ConfigState) -> _Trails:
+        t = _Trails(best.config_id, self.cv_folds)
+        mine = self._oriented(best)
+        for c in self.configs.values():
+            if c is not best:
+                for fold, score in c.scores.items():
+                    t.add(fold, mine[fold] - self._o(score))
+        return t
+
+    def _trail_keys(self, best: ConfigState) -> list[float]:
+        """:meth:`fold_order`'s key of each fold, from sums in configuration order (O(configurations))."""
         trail = [0.0] * self.cv_folds
         count = [0] * self.cv_folds
         for c in self.configs.values():
@@ -322,7 +448,21 @@ class FoldScheduler:
             for fold, score in c.scores.items():
                 trail[fold] += self._o(best.scores[fold]) - self._o(score)
                 count[fold] += 1
-        return sorted(order, key=lambda f: -(trail[f] / count[f]) if count[f] else 0.0)
+        return [-(trail[f] / count[f]) if count[f] else 0.0 for f in range(self.cv_folds)]
+
+    def _add_trail(self, c: ConfigState, fold: int, score: float) -> None:
+        """Count the trail of ``c``'s new score on ``fold`` in the incremental sums, if they are kept."""
+        t = self._trails
+        if t is None:
+            return
+        best = self.configs.get(self.incumbent)
+        if (best is None or t.incumbent != best.config_id or c is best or fold in c.scores
+                or not 0 <= fold < self.cv_folds or fold not in best.scores):
+            # every trail changes with the incumbent's scores, and a replaced score cannot
+            # leave the sums within their bound: rare, so rebuild when next needed
+            self._trails = None
+            return
+        t.add(fold, self._o(best.scores[fold]) - self._o(score))
 
     def close(self) -> None:
         """The inner searcher has no more configurations."""
@@ -336,6 +476,7 @@ class FoldScheduler:
         c.todo = [f for f in range(self.cv_folds) if f not in c.scores and f not in c.running]
         c.skipped = 0
         c.status, c.error = "running", None
+        self._swept = False
         if c.todo:
             self._push(c)
 
@@ -360,6 +501,7 @@ class FoldScheduler:
         self._release(c, fold)
         if score is None or not math.isfinite(score):
             return self._fail(c, f"fold {fold} reported a non-finite score {score!r}")
+        self._add_trail(c, fold, float(score))
         c.scores[fold] = float(score)
         if stopped_early:
             c.stopped_early.add(fold)
@@ -374,6 +516,7 @@ class FoldScheduler:
             best = self.configs.get(self.incumbent)
             if best is None or (self._o(c.mean), -config_id) > (self._o(best.mean), -best.config_id):
                 self.incumbent = config_id
+                self._trails = None  # trails are measured against the incumbent: all change
                 if best is not None:
                     best.curves = {}  # dethroned for good: the incumbent only ever gets better
             else:
@@ -401,7 +544,9 @@ class FoldScheduler:
     def _release(self, c: ConfigState, fold: int) -> None:
         if fold in c.running:
             c.running.discard(fold)
-            c.started.pop(fold, None)
+            seq = c.started.pop(fold, None)
+            if seq is not None and self._running is not None:
+                self._running.discard((seq, c.config_id))
             self.n_running -= 1
             self._freed = c.config_id
 

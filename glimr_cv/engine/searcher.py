@@ -12,7 +12,8 @@ from typing import Any, Callable
 from ray import cloudpickle
 from ray.tune.search import Searcher
 
-from ..space.notation import iter_leaves, sample_space, to_tune
+from ..space.notation import grid_variants, is_conditional, resolve
+from ..space.searchers import check_searcher, optuna_define_by_run, searcher_kind, to_inner
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
 from ..schema import META, SCORE, STATUS, TRIAL_DIR, UNPICKLE, trial_error
 
@@ -33,7 +34,7 @@ def _keep_traceback(folder: str, text: str | None) -> str | None:
 class CVSearcher(Searcher):
     """A ``ray.tune.search.Searcher`` whose trials are folds of configurations.
 
-    Which fold runs next is decided by a :class:`glimr_cv.scheduler.FoldScheduler`
+    Which fold runs next is decided by a :class:`glimr_cv.engine.scheduler.FoldScheduler`
     (see its docstring for the exact rule). New configurations come from the
     ``inner`` Tune searcher (e.g. ``OptunaSearch``) or, when it is ``None``, from
     seeded random sampling of the space. The inner searcher is told a
@@ -104,8 +105,15 @@ class CVSearcher(Searcher):
         self.fail_fast = fail_fast
         self.halted: dict | None = None
         self._first_errors: dict[str, set] = {}
+        self._grid = grid_variants(space) if inner is None else [space]  # the points of a grid_search
         if inner is not None:
-            inner.set_search_properties(metric, mode, to_tune(space))
+            check_searcher(space, inner)
+            if is_conditional(space) and searcher_kind(inner) == "optuna":
+                from .compat import optuna_define_by_run as install
+
+                install(inner, optuna_define_by_run(space), metric, mode)
+            else:
+                inner.set_search_properties(metric, mode, to_inner(space))
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # metric, mode and space were fixed by Search
@@ -113,23 +121,15 @@ class CVSearcher(Searcher):
     # -- configurations ---------------------------------------------------------
     def _new_params(self, config_id: int) -> Any:
         if self.inner is None:
-            return sample_space(self.space, self._rng)
+            # a grid is tried point by point, num_samples times over, as Ray Tune's own searcher does
+            return resolve(self._grid[config_id % len(self._grid)], self._rng)
         inner_id = f"config_{config_id}"
         suggestion = self.inner.suggest(inner_id)
         if suggestion is None or suggestion == Searcher.FINISHED:
             return suggestion
         self._inner_ids[config_id] = inner_id
-        return self._merge(suggestion)
-
-    def _merge(self, suggestion: dict) -> dict:
-        """Overlay the inner suggestion on the space; sample what it left open."""
-        params = sample_space(self.space, self._rng)
-        for path, value in iter_leaves(suggestion):
-            node = params
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = value
-        return params
+        # the suggested values, in their options; what the inner searcher left open is drawn here
+        return resolve(self.space, self._rng, suggestion)
 
     # -- Tune interface ---------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None | str:
@@ -155,7 +155,7 @@ class CVSearcher(Searcher):
         self._trials[trial_id] = run
         params = self.fold_scheduler.configs[run.config_id].params
         self._changed()
-        meta = {"config_id": run.config_id, "fold": run.fold}
+        meta = {"config_id": run.config_id, "fold": run.fold, "run": self.token}
         if self.references:  # the worker's fold-stopping rule compares its curve with the incumbent's
             reference = self.fold_scheduler.reference(run.fold)
             if reference:
@@ -254,10 +254,6 @@ class CVSearcher(Searcher):
         if self.on_change is not None:
             self.on_change()
 
-    def run_of(self, trial_id: str) -> Run | None:
-        """The (config_id, fold) a trial trains."""
-        return self._trials.get(trial_id)
-
     # -- persistence ------------------------------------------------------------
     def get_state(self) -> dict:
         state = {
@@ -296,6 +292,19 @@ class CVSearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
             cloudpickle.dump(self.get_state(), f)
+        self.write_state()
+
+    def write_state(self) -> None:
+        """Write the configurations' statuses and scores as plain JSON into the experiment folder.
+
+        Ray Tune saves the searcher every few seconds while the search runs; the
+        JSON goes with it, so a reader of the folder never needs the pickle.
+        """
+        if self.path:
+            from .store import write_state
+
+            write_state(self.path, self.fold_scheduler, self.token,
+                        None if not self.halted else self.halted["message"])
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
@@ -307,6 +316,7 @@ class CVSearcher(Searcher):
         return state
 
     def __setstate__(self, state):
+        self.__dict__.setdefault("_grid", [state["space"]])  # a searcher pickled before grids existed
         self.__dict__.update(state)
         self._live[self.token] = self  # Tune unpickles its searcher on restore
 

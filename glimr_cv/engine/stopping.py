@@ -4,9 +4,10 @@ Ray Tune ends a trial that a scheduler (ASHA, median stopping) or a stopper
 stops by killing its training loop: a fold stopped that way would leave no
 checkpoint and no final report, and vanish from the results. Here the decision
 is taken in the driver as Tune would take it, but instead of killing the trial
-it is posted to the fold (:func:`request_stop`, Ray's key-value store); the
-fold reads it after its next epoch (:func:`stop_requested`), stops and ends like
-any finished fold: scored at its best epoch, checkpointed, ``stopped_early``.
+it is posted to the fold (:func:`request_stop`, on a small named Ray actor of the
+driver's, the stop board); the fold reads it after its next epoch
+(:func:`stop_requested`), stops and ends like any finished fold: scored at its
+best epoch, checkpointed, ``stopped_early``.
 
 :class:`FoldStops` wraps the user's scheduler and stopper for the Tuner.
 Schedulers that pause or mutate trials (population based training, synchronous
@@ -26,34 +27,64 @@ from ..schema import SCORE
 __all__ = ["FoldStops", "check_scheduler", "as_stopper", "request_stop", "stop_requested", "clear_stop"]
 
 _NAMESPACE = "glimr_cv"
+_BOARD = "glimr_cv_stop_board"
 
 
-def _key(trial_id: str) -> bytes:
-    return f"stop/{trial_id}".encode()
+class _StopBoard:
+    """A Ray actor in the driver's job: the stops the driver asked of running folds, by trial id."""
+
+    def __init__(self):
+        self.reasons: dict[str, str] = {}
+
+    def request(self, trial_id: str, reason: str) -> None:
+        self.reasons[trial_id] = reason
+
+    def reason(self, trial_id: str) -> str | None:
+        return self.reasons.get(trial_id)
+
+    def clear(self, trial_id: str) -> None:
+        self.reasons.pop(trial_id, None)
+
+
+_board = None  # this process's handle, once the board exists
+
+
+def _stop_board(create: bool = False):
+    """The board's handle: made by the driver at its first stop, found by a fold's worker; None before."""
+    global _board
+    import ray
+
+    if _board is not None:
+        return _board
+    if not ray.is_initialized():
+        return None
+    try:
+        _board = ray.get_actor(_BOARD, namespace=_NAMESPACE)
+    except ValueError:  # no stop asked yet
+        if not create:
+            return None
+        _board = ray.remote(num_cpus=0)(_StopBoard).options(
+            name=_BOARD, namespace=_NAMESPACE, get_if_exists=True).remote()
+    return _board
 
 
 def request_stop(trial_id: str, reason: str) -> None:
     """Ask the fold of ``trial_id`` to stop after its current epoch."""
-    from ray.experimental import internal_kv
-
-    internal_kv._internal_kv_put(_key(trial_id), reason.encode(), overwrite=True, namespace=_NAMESPACE)
+    _stop_board(create=True).request.remote(trial_id, reason)
 
 
 def stop_requested(trial_id: str) -> str | None:
     """Why the driver asked this fold to stop ("scheduler" or "stopper"), or None."""
-    from ray.experimental import internal_kv
+    import ray
 
-    if not internal_kv._internal_kv_initialized():
-        return None
-    value = internal_kv._internal_kv_get(_key(trial_id), namespace=_NAMESPACE)
-    return value.decode() if value else None
+    board = _stop_board()
+    return None if board is None else ray.get(board.reason.remote(trial_id))
 
 
 def clear_stop(trial_id: str) -> None:
-    from ray.experimental import internal_kv
-
-    if internal_kv._internal_kv_initialized():
-        internal_kv._internal_kv_del(_key(trial_id), namespace=_NAMESPACE)
+    board = _stop_board()
+    if board is not None:
+        board.clear.remote(trial_id)
 
 
 def check_scheduler(scheduler: Any) -> Any:
@@ -134,7 +165,8 @@ class FoldStops(TrialScheduler):
         self.stopper = stopper
         self.on_stop_all = on_stop_all
         self.stopped_all = False
-        self._metric = SCORE  # in every result, failed folds' included, for Tune's metric check
+        # Tune checks that every result holds the scheduler's metric: fold_score is in all, failed folds' too
+        TrialScheduler.set_search_properties(self, SCORE, mode)
 
     @property
     def supports_buffered_results(self):

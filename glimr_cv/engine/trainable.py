@@ -9,15 +9,14 @@ import math
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import traceback
 
 import numpy as np
 
-from ..schema import META, SCORE, STATUS, TRIAL_DIR, UNPICKLE
-from .fold import TrialSpec, build_model, fold_seed, load_fold, validation_report
+from ..schema import META, SCORE, STATUS, TRIAL_DIR, UNPICKLE, final_row
+from .fold import build_model, fit_to_fold, fold_seed, load_fold, validation_report
 from .quiet import import_tensorflow_quietly, start_tensorflow_quietly
 
 __all__ = ["train_fold", "trial_dirname"]
@@ -33,12 +32,6 @@ def split_config(config: dict) -> tuple[dict, dict]:
     """``(sampled configuration, scheduler bookkeeping)`` of a trial config."""
     params = {k: v for k, v in config.items() if k != META}
     return params, config[META]
-
-
-def _better(a: float, b: float | None, mode: str) -> bool:
-    if not math.isfinite(a):
-        return False
-    return b is None or (a > b if mode == "max" else a < b)
 
 
 _WORKER_GRADIENTS: set | None = None  # gradient-registry keys before this process's first fold
@@ -86,14 +79,9 @@ def _prepare_worker(cpus: float | None = None, deterministic: bool = False) -> N
 
 
 def _gradient_registry() -> dict:
-    if "tensorflow" not in sys.modules:  # another Keras backend: nothing to drop
-        return {}
-    try:
-        from tensorflow.python.framework import ops
+    from .compat import gradient_registry
 
-        return ops._gradient_registry._registry
-    except (ImportError, AttributeError):  # a TensorFlow without this private registry
-        return {}
+    return gradient_registry()
 
 
 def _drop_fold_gradients() -> None:
@@ -162,19 +150,19 @@ def train_fold(config: dict, spec) -> None:
     if saved is not None and saved.get("final"):
         tune.report(saved["final"])
         return  # finished before the driver stopped: never train a fold twice
-    where = {"phase": UNPICKLE}
+    phase = _Phase()
     try:
         spec = _resolve(spec)
-        _train(params, meta, spec, started, saved, where)
+        _train(params, meta, spec, started, saved, phase)
     except Exception as err:  # the user's code, or their objects on this worker: retrying cannot help
         import ray
 
-        if isinstance(err, ray.exceptions.RayError) and where["phase"] != UNPICKLE:
+        if isinstance(err, ray.exceptions.RayError) and phase.name != UNPICKLE:
             raise  # Ray itself failed (a lost node, say): Tune retries the fold
         tune.report({
             "config_id": meta["config_id"], "fold": meta["fold"], SCORE: None, STATUS: "failed",
-            "error": f"{type(err).__name__} in {where['phase']}: {_message(err)}",
-            "error_type": type(err).__name__, "phase": where["phase"],
+            "error": f"{type(err).__name__} in {phase.name}: {_message(err)}",
+            "error_type": type(err).__name__, "phase": phase.name,
             "traceback": traceback.format_exc()[-20000:],
             "worker": f"{os.getpid()}@{socket.gethostname()}", "node": _node_id(),
             "started_at": started, "ended_at": time.time(),
@@ -210,17 +198,6 @@ def _saved_state(checkpoint) -> dict | None:
         return saved
 
 
-def _report_finished_fold(checkpoint) -> bool:
-    """Re-report the final result stored in a finished fold's checkpoint, if any."""
-    from ray import tune
-
-    saved = _saved_state(checkpoint)
-    if not saved or not saved.get("final"):
-        return False
-    tune.report(saved["final"])
-    return True
-
-
 _ITERATORS_PER_EPOCH: int | None = None
 
 
@@ -252,150 +229,141 @@ def _iterators_per_epoch() -> int:
     return _ITERATORS_PER_EPOCH
 
 
-def _epoch_checkpoint(model, state: dict, meta: dict, spec, folder: str):
+def _epoch_checkpoint(model, latest: dict, weights: list | None, meta: dict, spec, folder: str):
     """The latest state of a running fold: every variable, the optimizer's and the best epoch's weights."""
     from ray import tune
 
     arrays = {f"v{i}": v.numpy() for i, v in enumerate(model.variables)}
     arrays.update({f"o{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
-    arrays.update({f"b{i}": w for i, w in enumerate(state["weights"] or [])})
+    arrays.update({f"b{i}": w for i, w in enumerate(weights or [])})
     np.savez(os.path.join(folder, "state.npz"), **arrays)
-    latest = {k: state[k] for k in ("best", "best_epoch", "metrics", "epochs", "curve")}
     with open(os.path.join(folder, "fold.json"), "w") as f:
         json.dump({**_plain(meta), "metric": spec.metric, "mode": spec.mode, "latest": latest}, f)
     return tune.Checkpoint.from_directory(folder)
+
+
+def _save_whole(model, folder: str) -> dict:
+    """Save the fold's model whole (``model.keras``) beside its weights, where Keras can serialize it.
+
+    A whole model loads without the builder, so a folder's ensemble and export
+    need none of the user's code (~10-20 ms a fold, the size of the weights
+    again). A model Keras cannot serialize (a subclassed model without
+    ``get_config``) keeps only its weights, and the reason goes in ``fold.json``.
+    """
+    try:
+        model.save(os.path.join(folder, "model.keras"))
+        return {"model_file": "model.keras"}
+    except Exception as err:  # any serialization failure: the weights, with the builder, still rebuild it
+        path = os.path.join(folder, "model.keras")
+        if os.path.exists(path):
+            os.remove(path)
+        return {"model_file": None, "model_file_error": f"{type(err).__name__}: {err}"[:500]}
 
 
 def _plain(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k != "reference"}
 
 
-def _restore(model, state: dict, saved: dict) -> None:
-    """Put a fold's latest saved state back: variables, optimizer, best epoch so far."""
+def _restore(model, saved: dict) -> list | None:
+    """Put a fold's latest saved state back (variables, optimizer); the best epoch's weights so far."""
     arrays = saved["arrays"]
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     for prefix, variables in (("v", model.variables), ("o", model.optimizer.variables)):
         for i, v in enumerate(variables):
             v.assign(arrays[f"{prefix}{i}"])
-    state.update(saved["latest"])
     n_best = sum(1 for k in arrays if k.startswith("b"))
-    state["weights"] = [arrays[f"b{i}"] for i in range(n_best)] or None
+    return [arrays[f"b{i}"] for i in range(n_best)] or None
 
 
-def _train(params: dict, meta: dict, spec, started: float, saved: dict | None, where: dict) -> None:
+class _Phase:
+    """What a fold is doing, so that an error names it (``error`` of a failed fold: "ValueError in loader: ...")."""
+
+    name = UNPICKLE
+
+
+def _train(params: dict, meta: dict, spec, started: float, saved: dict | None, phase: _Phase) -> None:
     from ray import tune
 
-    from .racing import orient
+    from .foldrun import FoldRun
     from .stopping import stop_requested
 
-    where["phase"] = "prepare the worker"
-    _prepare_worker(tune.get_context().get_trial_resources().required_resources.get("CPU"),
-                    getattr(spec, "deterministic", False))
+    phase.name = "prepare the worker"
+    _prepare_worker(tune.get_context().get_trial_resources().required_resources.get("CPU"), spec.deterministic)
     import keras
 
     _drop_fold_gradients()
     clock = time.perf_counter()
-    where["phase"] = "builder"
+    phase.name = "builder"
     key = (spec.run_id, meta["config_id"]) if spec.reuse_models else None
     model, reused = build_model(params, spec, fold_seed(spec, meta["config_id"], meta["fold"]), key=key)
     build_seconds, clock = time.perf_counter() - clock, time.perf_counter()
-    where["phase"] = "loader"
+    phase.name = "loader"
     train_ds, val_ds = load_fold(params, spec, meta["fold"])
+    phase.name = "fit the losses and metrics to the fold's training labels"
+    fit_to_fold(model, spec, meta["fold"])
     load_seconds = time.perf_counter() - clock
 
     trial_id = tune.get_context().get_trial_id()
     epochs = int(params["optimization"]["epochs"])
-    state = {"best": None, "best_epoch": None, "weights": None, "metrics": {}, "error": None, "epochs": 0,
-             "curve": [], "stopped_by": None}
-    resumed_from = 0
+    run = FoldRun.from_meta(spec, meta, epochs, (lambda: stop_requested(trial_id)) if spec.driver_stops else None)
+    weights = None  # of the best epoch so far
     if saved is not None and saved.get("latest") and model.built:
-        where["phase"] = "restore the fold's latest epoch"
-        _restore(model, state, saved)
-        resumed_from = state["epochs"]
-        for _ in range(resumed_from * _iterators_per_epoch()):
+        phase.name = "restore the fold's latest epoch"
+        weights = _restore(model, saved)
+        run.restore(saved["latest"])
+        for _ in range(run.done * _iterators_per_epoch()):
             iter(train_ds)  # each new iterator draws the next shuffle order
-    rule = getattr(spec, "fold_stopping", None)
-    reference = orient(meta.get("reference") or [], spec.mode)
-    polls = getattr(spec, "driver_stops", False)
-    keep_latest = getattr(spec, "epoch_checkpoints", False)
+    resumed_from = run.done
 
     class _Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            nonlocal weights
             logs = logs or {}
-            state["epochs"] = epoch + 1
-            for key in ("loss", "val_loss"):
-                value = float(logs.get(key, 0.0))
-                if not math.isfinite(value):
-                    state["error"] = f"{'validation ' if key == 'val_loss' else ''}loss became {value} at epoch {epoch + 1}"
-                    self.model.stop_training = True
-                    return
-            report = validation_report(logs, spec)
-            score = report[spec.metric]
-            state["curve"].append(score)
-            if _better(score, state["best"], spec.mode):
-                state.update(best=score, best_epoch=epoch + 1, weights=self.model.get_weights(), metrics=report)
-            report.update(epoch=epoch + 1, **{SCORE: state["best"]})
-            stop = None
-            if epoch + 1 < epochs:
-                if rule is not None and reference and rule.should_stop(orient(state["curve"], spec.mode), reference, epochs):
-                    stop = "fold_stopping"
-                elif polls:
-                    stop = stop_requested(trial_id)
-            checkpoint = None
-            if keep_latest and stop is None and epoch + 1 < epochs and state["weights"] is not None:
-                folder = tempfile.mkdtemp()
-                checkpoint = _epoch_checkpoint(self.model, state, meta, spec, folder)
-            tune.report(report, checkpoint=checkpoint)
-            if checkpoint is not None:
-                shutil.rmtree(folder, ignore_errors=True)  # Tune copied it into the trial folder
-            if stop is not None:
-                state["stopped_by"] = stop
+            losses = {k: logs.get(k, 0.0) for k in ("loss", "val_loss")}
+            report = validation_report(logs, spec) if all(math.isfinite(float(v)) for v in losses.values()) else {}
+            decision = run.on_epoch(epoch + 1, losses, report)
+            if decision.improved:
+                weights = self.model.get_weights()
+            if decision.report is not None:
+                checkpoint = folder = None
+                if spec.epoch_checkpoints and run.keeps_latest(decision):
+                    folder = tempfile.mkdtemp()
+                    checkpoint = _epoch_checkpoint(self.model, run.latest(), weights, meta, spec, folder)
+                tune.report(decision.report, checkpoint=checkpoint)
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)  # Tune copied it into the trial folder
+            if decision.stop is not None:
                 self.model.stop_training = True
 
     fit_kwargs = {"shuffle": False, **spec.fit_kwargs}  # tf.data pipelines shuffle themselves
     callbacks = [_Report(), *fit_kwargs.pop("callbacks", [])]
     clock = time.perf_counter()
-    where["phase"] = "fit"
+    phase.name = "fit"
     if resumed_from < epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=resumed_from,
                   callbacks=callbacks, verbose=0, **fit_kwargs)
     fit_seconds = time.perf_counter() - clock
 
-    where["phase"] = "save the fold"
-    final = {
-        **state["metrics"],
-        SCORE: state["best"],
-        "score": state["best"],
-        "best_epoch": state["best_epoch"],
-        "epochs": state["epochs"],
-        "stopped_early": state["stopped_by"] is not None,
-        "stopped_by": state["stopped_by"],
-        "curve": state["curve"],
-        "fit_seconds": fit_seconds,
-        "model_reused": reused,
-        "worker": f"{os.getpid()}@{socket.gethostname()}",
-        "node": _node_id(),
-        "started_at": started,
-        "build_seconds": build_seconds,
-        "load_seconds": load_seconds,
-        "worker_rss_mb": _rss_mb(),
-        "config_id": meta["config_id"],
-        "fold": meta["fold"],
-    }
-    if resumed_from:
-        final["resumed_from_epoch"] = resumed_from
-    if state["error"] is None and state["best"] is None:
-        state["error"] = f"{spec.metric} was never finite in {state['epochs']} epochs"
-    if state["error"] is not None:
-        tune.report({**final, "ended_at": time.time(), "save_seconds": 0.0, STATUS: "failed", "error": state["error"]})
+    phase.name = "save the fold"
+    details = {**run.details(), "fit_seconds": fit_seconds, "model_reused": reused}
+    profile = {"worker": f"{os.getpid()}@{socket.gethostname()}", "node": _node_id(), "started_at": started,
+               "build_seconds": build_seconds, "load_seconds": load_seconds, "worker_rss_mb": _rss_mb()}
+    extra = {"resumed_from_epoch": resumed_from} if resumed_from else {}
+    failure = run.failure()
+    if failure is not None:
+        profile.update(ended_at=time.time(), save_seconds=0.0)
+        tune.report(final_row(run.outcome(), details, profile, meta["config_id"], meta["fold"], "failed",
+                              error=failure, **extra))
     else:
         clock = time.perf_counter()
-        model.set_weights(state["weights"])
+        model.set_weights(weights)
         with tempfile.TemporaryDirectory() as tmp:
             model.save_weights(os.path.join(tmp, "model.weights.h5"))
-            final.update(save_seconds=time.perf_counter() - clock, ended_at=time.time(), **{STATUS: "complete"})
+            whole = _save_whole(model, tmp)
+            profile.update(save_seconds=time.perf_counter() - clock, ended_at=time.time())
+            final = final_row(run.outcome(), details, profile, meta["config_id"], meta["fold"], "complete", **extra)
             with open(os.path.join(tmp, "fold.json"), "w") as f:
-                json.dump({**_plain(meta), "metric": spec.metric, "mode": spec.mode, "final": final}, f)
+                json.dump({**_plain(meta), "metric": spec.metric, "mode": spec.mode, "final": final, **whole}, f)
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
-    del model, train_ds, val_ds, state  # freed by the next fold's clear_session (or reused)
+    del model, train_ds, val_ds  # freed by the next fold's clear_session (or reused)

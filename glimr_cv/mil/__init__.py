@@ -16,6 +16,12 @@ images); bags differ in size and a patient may have several.
   2018), :class:`MeanPooling`, :class:`MaxPooling`; :func:`bag_pooling` makes one
   by name, so a search space can tune ``"pooling": {"attention", "gated", "mean"}``;
   :func:`attention_weights` reads a trained model's weights of a bag's instances.
+* Whole slides: :func:`kfold_slide_loader` (:class:`SlideKFoldLoader`) reads one
+  feature file per slide (HDF5 ``features``/``coords``, or ``.npy``) inside the
+  ``tf.data`` pipeline, bags by slide or by patient, with survival labels too;
+  :func:`predict_slides` and :func:`predict_bags` predict new slides;
+  :func:`tile_scores` and :func:`plot_heatmap` show where the model looks;
+  :func:`synthetic_slides` writes a synthetic cohort.
 * Example data: :func:`digit_bags`, bags of scikit-learn's digits, positive when
   they hold a 9, with synthetic patients; :mod:`glimr_cv.mil.demo` also has a
   ``SPACE`` and ``builder`` for them.
@@ -36,6 +42,8 @@ them (or :mod:`glimr_cv.mil.layers`) before loading a saved model.
 from ..lazy import lazy_getattr
 from .bags import BagKFoldLoader, kfold_bag_loader, pack_bags
 from .demo import DigitBags, digit_bags
+from .slides import SlideKFoldLoader, kfold_slide_loader, read_slide, slide_info
+from .synthetic import synthetic_slides
 
 _LAZY = {
     "AttentionPooling": ".layers",
@@ -45,9 +53,19 @@ _LAZY = {
     "POOLINGS": ".layers",
     "bag_pooling": ".layers",
     "attention_weights": ".layers",
+    "tile_scores": ".heatmaps",
+    "plot_heatmap": ".heatmaps",
+    "predict_bags": ".predict",
+    "predict_slides": ".predict",
+    "bag_dataset": ".predict",
 }
 
 __all__ = [
+    "kfold_slide_loader",
+    "SlideKFoldLoader",
+    "read_slide",
+    "slide_info",
+    "synthetic_slides",
     "kfold_bag_loader",
     "BagKFoldLoader",
     "pack_bags",
@@ -58,6 +76,11 @@ __all__ = [
     "POOLINGS",
     "bag_pooling",
     "attention_weights",
+    "tile_scores",
+    "plot_heatmap",
+    "predict_bags",
+    "predict_slides",
+    "bag_dataset",
     "digit_bags",
     "DigitBags",
 ]

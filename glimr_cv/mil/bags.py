@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_int
+import copy
+
+from ..checks import check_int, expected
 from ..data.folds import _DEFAULT_FOLDS, KFoldLoader, _rows
 
-__all__ = ["pack_bags", "kfold_bag_loader", "BagKFoldLoader"]
+__all__ = ["pack_bags", "kfold_bag_loader", "BagKFoldLoader", "BagFolds", "bag_rows"]
 
 
 def _describe(value: Any) -> str:
@@ -110,7 +112,7 @@ def kfold_bag_loader(
     bags: Any,
     labels: dict,
     groups: Any = None,
-    splitter: Any = "kfold",
+    splitter: Any = None,
     preprocess: Any = None,
     shuffle: bool = True,
     seed: int = 0,
@@ -118,6 +120,8 @@ def kfold_bag_loader(
     stratify: Any = None,
     max_instances: int | None = None,
     bag_sizes: Any = None,
+    survival: str | None = None,
+    time_bins: int = 1,
 ) -> "BagKFoldLoader":
     """A loader for :class:`glimr_cv.Search` over bags of instances (multiple-instance learning).
 
@@ -137,8 +141,9 @@ def kfold_bag_loader(
         Task name -> ``(n_bags, ...)`` labels, one per bag, keyed like the model's outputs.
     groups : array-like of shape (n_bags,), optional
         Group (patient) of each bag; required by the group splitters.
-    splitter : {"kfold", "stratified", "group", "stratified_group"} or sklearn splitter
-        As in :func:`glimr_cv.kfold_loader`, over bags.
+    splitter : {"kfold", "stratified", "group", "stratified_group"} or sklearn splitter, optional
+        As in :func:`glimr_cv.kfold_loader`, over bags; default ``"kfold"``
+        (with ``survival``, the folds are stratified on the event instead).
     preprocess : sklearn transformer, optional
         Cloned and fit on the instances of each fold's training bags, as
         ``fit(X, y)`` with ``X`` of shape ``(instances, features)`` (an
@@ -159,6 +164,14 @@ def kfold_bag_loader(
         (kept in bag order); validation bags are always whole.
     bag_sizes : array-like of int, optional
         Instances per bag, when ``bags`` is one array of all instances.
+    survival : str, optional
+        The task whose labels are survival labels ``(n_bags, 2)``, time and event
+        (:func:`glimr_cv.survival.survival_labels`): the folds are then stratified
+        on its event (``StratifiedGroupKFold`` with ``groups``) and each training
+        batch holds events, as :func:`glimr_cv.survival.kfold_survival_loader`
+        does for rows; a fold without events is refused.
+    time_bins : int
+        With ``survival``, also stratify on this many quantiles of the time.
 
     Returns
     -------
@@ -174,10 +187,101 @@ def kfold_bag_loader(
     """
     return BagKFoldLoader(bags, labels, groups=groups, splitter=splitter, preprocess=preprocess, shuffle=shuffle,
                           seed=seed, val_batch_size=val_batch_size, stratify=stratify, max_instances=max_instances,
-                          bag_sizes=bag_sizes)
+                          bag_sizes=bag_sizes, survival=survival, time_bins=time_bins)
 
 
-class BagKFoldLoader:
+def bag_rows(n: int, labels: Any, groups: Any = None, splitter: Any = None, shuffle: bool = True, seed: int = 0,
+             val_batch_size: int | None = None, stratify: Any = None, survival: str | None = None,
+             time_bins: int = 1) -> KFoldLoader:
+    """The folds over ``n`` bags: a :class:`glimr_cv.KFoldLoader` whose rows are the bag indices ``0..n-1``.
+
+    With ``survival`` (a task of ``labels`` holding ``(n, 2)`` time and event),
+    a :class:`glimr_cv.survival.SurvivalKFoldLoader`: folds stratified on the
+    event (and ``time_bins`` quantiles of the time), batches that hold events.
+    Lengths are checked per bag, so that messages count bags.
+    """
+    named = []
+    if isinstance(labels, dict):  # anything else: KFoldLoader says what labels must be
+        labels = {k: _rows(f"labels[{k!r}]", v) if isinstance(k, str) else v for k, v in labels.items()}
+        named = [(f"labels[{k!r}]", v) for k, v in labels.items() if isinstance(k, str)]
+    if groups is not None:
+        groups = _rows("groups", groups)
+        named.append(("groups", groups))
+    if stratify is not None and not isinstance(stratify, str):
+        stratify = _rows("stratify", stratify)
+        named.append(("stratify", stratify))
+    for name, array in named:
+        if len(array) != n:
+            raise ValueError(f"{name}: expected {n} rows, one per bag, but got {len(array)}")
+    index = np.arange(n, dtype=np.int64)
+    if survival is None:
+        return KFoldLoader(index, labels, groups=groups, splitter="kfold" if splitter is None else splitter,
+                           shuffle=shuffle, seed=seed, val_batch_size=val_batch_size, stratify=stratify)
+    from ..survival.data import SurvivalKFoldLoader
+
+    if not isinstance(labels, dict) or survival not in labels:
+        raise ValueError(expected("survival", f"a task of labels, one of {sorted(labels) if isinstance(labels, dict) else []}",
+                                  survival))
+    if splitter is not None or stratify is not None:
+        raise ValueError(f"splitter: survival={survival!r} stratifies the folds on the event (and time_bins), so "
+                         f"expected splitter=None and stratify=None, but got splitter={splitter!r}, "
+                         f"stratify={'an array' if stratify is not None else None}")
+    y = np.asarray(labels[survival])
+    if y.ndim != 2 or y.shape[1] != 2:
+        raise ValueError(f"labels[{survival!r}]: expected survival labels of shape ({n}, 2), time and event "
+                         f"(glimr_cv.survival.survival_labels), but got shape {y.shape}")
+    others = {k: v for k, v in labels.items() if k != survival}
+    return SurvivalKFoldLoader(index, y[:, 0], y[:, 1], task=survival, labels=others, groups=groups, shuffle=shuffle,
+                               seed=seed, val_batch_size=val_batch_size, time_bins=time_bins)
+
+
+class BagFolds:
+    """What a loader over bags shares: its folds are those of :attr:`rows`, a ``KFoldLoader`` of bag indices.
+
+    A subclass sets ``rows`` (see :func:`bag_rows`); the labels, groups,
+    stratification, seeds and folds below are that loader's, by bag.
+    """
+
+    labels = property(lambda self: self.rows.labels, doc="Task name -> ``(n, ...)`` labels, one row per bag.")
+    groups = property(lambda self: self.rows.groups, doc="Group (patient) of each bag, or None.")
+    splitter = property(lambda self: self.rows.splitter, doc="The splitter, as given or chosen.")
+    seed = property(lambda self: self.rows.seed, doc="Seed of the folds, orders and draws.")
+    shuffle = property(lambda self: self.rows.shuffle, doc="Whether training bags are shuffled every epoch.")
+    val_batch_size = property(lambda self: self.rows.val_batch_size, doc="Validation batch size in bags, or None.")
+    target = property(lambda self: self.rows.target, doc="The labels that stratify the folds, one per bag.")
+
+    def folds(self, cv_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ``(train_bags, val_bags)`` index arrays of each of ``cv_folds`` folds.
+
+        Computed on first use and cached (read-only), as :meth:`KFoldLoader.folds`.
+
+        Raises
+        ------
+        ValueError
+            If the bags cannot make ``cv_folds`` folds (too few bags, groups or
+            members of a class), or a splitter object makes a different number.
+        """
+        return self.rows.folds(cv_folds)
+
+    def outer_folds(self, outer_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(train_bags, test_bags)`` of nested CV's outer loop, as :meth:`KFoldLoader.outer_folds` over bags."""
+        return self.rows.outer_folds(outer_folds)
+
+    def train_labels(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS) -> dict:
+        """Task -> labels of fold ``cv_index``'s training bags."""
+        return self.rows.train_labels(cv_index, cv_folds)
+
+    def _subset_rows(self, rows: Any) -> tuple[Any, np.ndarray]:
+        """``(a copy of this loader, the chosen bag indices)`` for :meth:`subset`, its rows re-indexed from 0."""
+        new_rows = self.rows.subset(rows)
+        index = np.asarray(new_rows.features, dtype=np.int64)  # the chosen bags, checked by KFoldLoader.subset
+        new_rows.features = np.arange(len(index), dtype=np.int64)  # rows are bag indices into the new loader
+        new = copy.copy(self)
+        new.rows, new.n = new_rows, len(index)
+        return new, index
+
+
+class BagKFoldLoader(BagFolds):
     """Bags of instances split into k folds; build one with :func:`kfold_bag_loader`.
 
     Calling it returns one fold's ``(train_ds, val_ds)``, ``tf.data`` datasets
@@ -211,29 +315,15 @@ class BagKFoldLoader:
         The folds over bags: its features are the bag indices ``0..n-1``.
     """
 
-    def __init__(self, bags, labels, groups=None, splitter="kfold", preprocess=None, shuffle=True, seed=0,
-                 val_batch_size=None, stratify=None, max_instances=None, bag_sizes=None):
+    def __init__(self, bags, labels, groups=None, splitter=None, preprocess=None, shuffle=True, seed=0,
+                 val_batch_size=None, stratify=None, max_instances=None, bag_sizes=None, survival=None, time_bins=1):
         self.instances, self.offsets = pack_bags(bags, bag_sizes)
         self.offsets.setflags(write=False)
         self.n = len(self.offsets) - 1
         if self.n < 2:
             raise ValueError(f"bags: expected at least 2 bags to make folds, but got {self.n}")
-        # lengths checked here so that messages count bags; KFoldLoader's would say "rows like features"
-        named = []
-        if isinstance(labels, dict):  # anything else: KFoldLoader says what labels must be
-            labels = {k: _rows(f"labels[{k!r}]", v) if isinstance(k, str) else v for k, v in labels.items()}
-            named = [(f"labels[{k!r}]", v) for k, v in labels.items() if isinstance(k, str)]
-        if groups is not None:
-            groups = _rows("groups", groups)
-            named.append(("groups", groups))
-        if stratify is not None and not isinstance(stratify, str):
-            stratify = _rows("stratify", stratify)
-            named.append(("stratify", stratify))
-        for name, array in named:
-            if len(array) != self.n:
-                raise ValueError(f"{name}: expected {self.n} rows, one per bag, but got {len(array)}")
-        self.rows = KFoldLoader(np.arange(self.n, dtype=np.int64), labels, groups=groups, splitter=splitter,
-                                shuffle=shuffle, seed=seed, val_batch_size=val_batch_size, stratify=stratify)
+        self.rows = bag_rows(self.n, labels, groups=groups, splitter=splitter, shuffle=shuffle, seed=seed,
+                             val_batch_size=val_batch_size, stratify=stratify, survival=survival, time_bins=time_bins)
         self.preprocess = self._check_preprocess(preprocess)
         check_int("max_instances", max_instances, 1, allow_none=True)
         self.max_instances = None if max_instances is None else int(max_instances)
@@ -252,32 +342,10 @@ class BagKFoldLoader:
         clone(preprocess)  # fails now, in the driver, if it cannot be cloned per fold
         return preprocess
 
-    # -- what the folds are made of ---------------------------------------------------
-    labels = property(lambda self: self.rows.labels, doc="Task name -> ``(n, ...)`` labels, one row per bag.")
-    groups = property(lambda self: self.rows.groups, doc="Group (patient) of each bag, or None.")
-    splitter = property(lambda self: self.rows.splitter, doc="The splitter, as given.")
-    seed = property(lambda self: self.rows.seed, doc="Seed of the folds, orders and draws.")
-    shuffle = property(lambda self: self.rows.shuffle, doc="Whether training bags are shuffled every epoch.")
-    val_batch_size = property(lambda self: self.rows.val_batch_size, doc="Validation batch size in bags, or None.")
-    target = property(lambda self: self.rows.target, doc="The labels that stratify the folds, one per bag.")
-
     @property
     def sizes(self) -> np.ndarray:
         """Instances per bag, int64 ``(n,)``."""
         return np.diff(self.offsets)
-
-    def folds(self, cv_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The ``(train_bags, val_bags)`` index arrays of each of ``cv_folds`` folds.
-
-        Computed on first use and cached (read-only), as :meth:`KFoldLoader.folds`.
-
-        Raises
-        ------
-        ValueError
-            If the bags cannot make ``cv_folds`` folds (too few bags, groups or
-            members of a class), or a splitter object makes a different number.
-        """
-        return self.rows.folds(cv_folds)
 
     def bag(self, i: int, cv_index: int | None = None, cv_folds: int = _DEFAULT_FOLDS) -> np.ndarray:
         """The instances of bag ``i``; with ``cv_index``, as fold ``cv_index``'s model sees them.
@@ -304,9 +372,9 @@ class BagKFoldLoader:
         """
         folds = self.folds(cv_folds)
         check_int("cv_index", cv_index, 0, cv_folds - 1)
-        return self._fit_preprocess(folds[int(cv_index)][0])
+        return self.fit_preprocess(folds[int(cv_index)][0])
 
-    def _fit_preprocess(self, bags: np.ndarray):
+    def fit_preprocess(self, bags: np.ndarray):
         """``preprocess`` fit on the instances of ``bags`` (None without it)."""
         if self.preprocess is None:
             return None
@@ -333,7 +401,7 @@ class BagKFoldLoader:
         return out.reshape(len(out), *shape) if out.shape[1] == int(np.prod(shape)) else out
 
     def _fold_instances(self, train: np.ndarray) -> np.ndarray:
-        fitted = self._fit_preprocess(train)
+        fitted = self.fit_preprocess(train)
         # transform is per instance, so transforming all at once equals transforming train and validation apart
         return self.instances if fitted is None else self._transform(fitted, self.instances)
 
@@ -351,8 +419,11 @@ class BagKFoldLoader:
             On an out-of-range ``batch_size``, ``cv_index`` or ``cv_folds``.
         """
         train_ds, val_ds = self.rows(batch_size, cv_index=cv_index, cv_folds=cv_folds)
+        import tensorflow as tf
+
         train = self.folds(cv_folds)[int(cv_index)][0]
-        instances = self._fold_instances(train)
+        # one tensor for both datasets: each conversion copies all the features
+        instances = tf.convert_to_tensor(self._fold_instances(train))
         return (self._bags(train_ds, instances, self._draw_seed(int(cv_index))),
                 self._bags(val_ds, instances, None))
 
@@ -369,16 +440,38 @@ class BagKFoldLoader:
         ds = self.rows.full(batch_size)
         return self._bags(ds, self._fold_instances(np.arange(self.n)), self._draw_seed(self.n))
 
+    # -- nested cross-validation and scoring ---------------------------------------------
+    def subset(self, rows: Any) -> "BagKFoldLoader":
+        """A loader over bags ``rows`` only (their instances copied), with the same settings.
+
+        Bag ``i`` of the new loader is bag ``rows[i]`` of this one. Raises as
+        :meth:`KFoldLoader.subset`.
+        """
+        new, index = self._subset_rows(rows)
+        new.instances, new.offsets = pack_bags([self.instances[self.offsets[i]: self.offsets[i + 1]] for i in index])
+        new.offsets.setflags(write=False)
+        return new
+
+    def rows_dataset(self, rows: np.ndarray, batch_size: int, fitted: Any = None):
+        """Batches of whole bags ``rows``, in order, instances through ``fitted``: scoring and prediction."""
+        import tensorflow as tf
+
+        check_int("batch_size", batch_size, 1)
+        rows = np.asarray(rows, dtype=np.int64)
+        labels = {task: values[rows] for task, values in self.labels.items()}
+        index = tf.data.Dataset.from_tensor_slices((rows, labels)).batch(int(batch_size))
+        return self._bags(index, self.instances if fitted is None else self._transform(fitted, self.instances), None)
+
     def _draw_seed(self, key: int) -> int:
         # folds draw with (seed, cv_index, 1) and the full data with (seed, n, 1): no stream is another's,
         # nor the shuffle's (seed, key)
         return int(np.random.SeedSequence([self.seed, key, 1]).generate_state(1)[0])
 
-    def _bags(self, index_ds, instances: np.ndarray, draw_seed: int | None):
-        """Batches of bag indices (and labels) made batches of padded, masked bags."""
+    def _bags(self, index_ds, instances, draw_seed: int | None):
+        """Batches of bag indices (and labels) made batches of padded, masked bags, gathered from ``instances``."""
         import tensorflow as tf
 
-        values = tf.convert_to_tensor(instances)  # one tensor for both datasets' batches to gather from
+        values = tf.convert_to_tensor(instances)  # a no-op on a tensor
         starts = tf.constant(self.offsets[:-1])
         sizes = tf.constant(self.sizes)
         cap = self.max_instances if draw_seed is not None else None

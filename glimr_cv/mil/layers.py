@@ -217,13 +217,13 @@ def _pooling_layer(model, layer):
         if not isinstance(layer, _WeightedPooling):
             raise TypeError(f"layer: expected a name or {kinds} of the model, but got {layer!r}")
         return layer
-    found = [l for l in model.layers if isinstance(l, _WeightedPooling)]
+    found = [candidate for candidate in model.layers if isinstance(candidate, _WeightedPooling)]
     if len(found) == 1:
         return found[0]
     if not found:
-        others = sorted({type(l).__name__ for l in model.layers if isinstance(l, _BagPooling)})
+        others = sorted({type(candidate).__name__ for candidate in model.layers if isinstance(candidate, _BagPooling)})
         raise ValueError(f"model: expected a model with {kinds}, but got one with {', '.join(others) or 'none'}")
-    raise ValueError(f"layer: expected the name of one of the model's pooling layers {[l.name for l in found]}, "
+    raise ValueError(f"layer: expected the name of one of the model's pooling layers {[candidate.name for candidate in found]}, "
                      "but got None")
 
 

@@ -5,40 +5,90 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import warnings
 from typing import Callable
 
 import pandas as pd
 
 from ..checks import check_callable, check_choice, check_int, check_type, expected
 from ..schema import DETAILS, GLIMR_NAMES, KEYS, LOCATION, META, PROFILE, REPORT_KEYS, SCORE, STATUS, trial_error
+from ..direction import Direction
 
 __all__ = ["read_folds", "read_epochs", "experiment_table", "default_checkpoints", "top_k_trials", "top_k_configs"]
 
 
-def _trials(exp_dir: str):
-    """``(trial folder, sampled configuration, bookkeeping)`` of each glimr_cv trial in ``exp_dir``."""
+_TRIAL_NAME = re.compile(r"c(\d+)_f(\d+)_(.+)")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _trials(exp_dir: str, run: str | None = None):
+    """``(trial folder, sampled configuration or None, bookkeeping)`` of each glimr_cv trial in ``exp_dir``.
+
+    A trial folder whose ``params.json`` is damaged is read from its name
+    (``c0003_f1_<trial id>``) and its checkpoint, with a warning.
+
+    Raises
+    ------
+    FolderError
+        When a trial belongs to another search than ``run`` (the run's id).
+    """
+    from ..engine.store import FolderError
+
     if not os.path.isdir(exp_dir):
         raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
-    for params_file in sorted(glob.glob(os.path.join(exp_dir, "*", "params.json"))):
+    for folder in sorted(glob.glob(os.path.join(exp_dir, "c*_f*_*"))):
+        named = _TRIAL_NAME.fullmatch(os.path.basename(folder))
+        if not named or not os.path.isdir(folder):
+            continue
+        params_file = os.path.join(folder, "params.json")
+        params, meta = None, None
         try:
             with open(params_file) as f:
                 params = json.load(f)
-        except (OSError, ValueError):
-            continue  # a file cut short by a kill
-        meta = params.pop(META, None) if isinstance(params, dict) else None
-        if isinstance(meta, dict):
-            yield os.path.dirname(params_file), params, meta
+            meta = params.pop(META, None) if isinstance(params, dict) else None
+        except FileNotFoundError:
+            pass  # Tune writes it with the trial's first files: a fold that never started
+        except (OSError, ValueError) as err:
+            _warn(f"{params_file} is damaged ({err}); its fold is read from its folder's name and checkpoint")
+        if not isinstance(meta, dict):
+            if params is None and not glob.glob(os.path.join(folder, "*.json")):
+                continue  # an empty folder: nothing was ever reported
+            params = None
+            meta = {"config_id": int(named.group(1)), "fold": int(named.group(2))}
+        if run is not None and meta.get("run") not in (None, run):
+            raise FolderError(f"{folder} belongs to another search (run {meta.get('run')}) than this folder's "
+                              f"(run {run}); expected one search per experiment folder")
+        yield folder, params, meta
 
 
 def _results(trial_dir: str) -> list[dict]:
+    """The reports in a trial's ``result.json``; lines that are not reports are skipped, and named.
+
+    A last line cut short is what a kill leaves, and is skipped quietly; any
+    other line that is not a JSON object is damage, and a warning says so.
+    """
     results = []
     path = os.path.join(trial_dir, "result.json")
-    if os.path.exists(path):
-        for line in open(path):
-            try:
-                results.append(json.loads(line))
-            except ValueError:
-                pass  # a line cut short by a kill
+    if not os.path.exists(path):
+        return results
+    with open(path, errors="replace") as f:
+        lines = f.read().splitlines()
+    bad = []
+    for i, line in enumerate(lines):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            results.append(value)
+        elif line.strip():
+            bad.append(i + 1)
+    if bad and bad != [len(lines)]:
+        _warn(f"{path}: lines {bad} are not reports (damaged); they are skipped")
     return results
 
 
@@ -46,36 +96,67 @@ def _checkpointed_final(checkpoint: str | None) -> dict | None:
     """The final report a finished fold stored in its checkpoint, if any."""
     try:
         with open(os.path.join(checkpoint, "fold.json")) as f:
-            return json.load(f).get("final")
+            saved = json.load(f)
+        return saved.get("final") if isinstance(saved, dict) else None
     except (TypeError, OSError, ValueError):  # no checkpoint, no file, or a file cut short
         return None
 
 
-def read_folds(exp_dir: str) -> pd.DataFrame:
+def _checkpoint_meta(checkpoint: str | None) -> dict:
+    try:
+        with open(os.path.join(checkpoint, "fold.json")) as f:
+            saved = json.load(f)
+        return {k: saved[k] for k in ("config_id", "fold", "run") if k in saved} if isinstance(saved, dict) else {}
+    except (TypeError, OSError, ValueError):
+        return {}
+
+
+def read_folds(exp_dir: str, run: str | None = None) -> pd.DataFrame:
     """One row per (configuration, fold) trial found in an experiment directory.
 
     Columns: :func:`glimr_cv.schema.fold_columns` of the reported metrics (the
     metrics at the best epoch, ``score``, details and profile, ``checkpoint_path``,
-    ``trial_id``, ``error``), then ``config``. ``status`` is "complete", "failed" or
-    "running" (no final report yet). A fold whose result log was cut short (the
-    run was killed) but whose checkpoint holds its final report is complete.
+    ``trial_id``, ``error``), then ``config``. ``status`` is "complete", "failed",
+    "running" (no final report yet) or "lost" (a fold reported finished whose
+    checkpoint is gone: its score stays, its model does not).
+
+    A fold's final record lives in two places, its ``result.json`` and its
+    checkpoint's ``fold.json``: either one, damaged or cut short by a kill, loses
+    nothing. Damage is named in a warning, never skipped silently.
+
+    Raises
+    ------
+    FolderError
+        When a trial folder belongs to another search than ``run``.
     """
     rows = []
-    for trial_dir, params, meta in _trials(exp_dir):
+    for trial_dir, params, meta in _trials(exp_dir, run):
         results = _results(trial_dir)
-        checkpoints = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
+        checkpoints = sorted(c for c in glob.glob(os.path.join(trial_dir, "checkpoint_*")) if os.path.isdir(c))
         finals = [r for r in results if STATUS in r]
-        final = finals[-1] if finals else _checkpointed_final(checkpoints[-1] if checkpoints else None)
+        stored = _checkpointed_final(checkpoints[-1] if checkpoints else None)
+        final = finals[-1] if finals else stored
         error = trial_error(trial_dir)
+        lost = None
         if final is not None:
             status, last = final[STATUS], final
             error = final.get("error") if status == "failed" else None
             if error and os.path.exists(os.path.join(trial_dir, "error.txt")):  # written by the searcher
                 error = f"{error} (traceback: {os.path.join(trial_dir, 'error.txt')})"
+            if status == "complete" and not (checkpoints and os.path.isfile(
+                    os.path.join(checkpoints[-1], "model.weights.h5"))):
+                where = checkpoints[-1] if checkpoints else os.path.join(trial_dir, "checkpoint_*")
+                lost = f"its checkpoint {where} is missing or damaged"
         else:
             epochs = [r for r in results if r.get(SCORE) is not None]
             last = epochs[-1] if epochs else {}
             status = "failed" if error else "running"
+        if lost:
+            _warn(f"fold {meta['fold']} of configuration {meta['config_id']}: {lost}; its score is kept, but it "
+                  "counts as lost (no model), so its configuration is not complete")
+            status, error = "lost", f"fold lost: {lost}"
+        if params is None:
+            params = {}
         rows.append({
             "config_id": meta["config_id"],
             "fold": meta["fold"],
@@ -92,7 +173,11 @@ def read_folds(exp_dir: str) -> pd.DataFrame:
         })
     if not rows:
         return pd.DataFrame(columns=[*KEYS, *DETAILS, *PROFILE, *LOCATION])
-    return pd.DataFrame(rows).sort_values(["config_id", "fold"]).reset_index(drop=True)
+    df = pd.DataFrame(rows).sort_values(["config_id", "fold"]).reset_index(drop=True)
+    # a fold trained twice (its first worker died) has two folders: its last attempt that ended counts
+    order = df["status"].map({"complete": 0, "lost": 1, "failed": 2, "running": 3})
+    df = df.assign(_order=order).sort_values(["config_id", "fold", "_order"], kind="stable")
+    return df.drop_duplicates(["config_id", "fold"]).drop(columns="_order").reset_index(drop=True)
 
 
 def experiment_table(exp_dir: str, checkpointed: bool = True) -> pd.DataFrame:
@@ -174,7 +259,7 @@ def top_k_trials(df: pd.DataFrame, metric: str, mode: str = "max", k: int | None
         if "config" not in rows:
             raise ValueError(expected("df", "a 'config' column for config_filter", sorted(map(str, rows.columns))))
         rows = rows[[bool(config_filter(c)) for c in rows["config"]]]
-    rows = rows.sort_values(metric, ascending=mode == "min", kind="stable")
+    rows = rows.sort_values(metric, ascending=Direction(mode).ascending, kind="stable")
     return rows.head(k).reset_index(drop=True) if k else rows.reset_index(drop=True)
 
 
@@ -200,7 +285,7 @@ def top_k_configs(
         raise ValueError(expected("statistic", "'mean', 'median', 'min', 'max' or a function", statistic))
     rows = rows[rows["status"] == "complete"]
     scores = rows.groupby("config_enum")[metric].agg(statistic)
-    order = sorted(scores.index, key=lambda c: (-scores[c] if mode == "max" else scores[c], c))
+    order = sorted(scores.index, key=lambda c: (-Direction(mode).orient(scores[c]), c))
     order = order[:k] if k else order
     rank = {c: i + 1 for i, c in enumerate(order)}
     out = rows[rows["config_enum"].isin(order)].assign(

@@ -22,6 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..direction import Direction
+
 __all__ = ["plot_fold_scores", "plot_timeline", "plot_learning_curves", "plot_hyperparameters", "save_plots",
            "PLOTS", "NO_FOLDS", "STATUS_COLORS"]
 
@@ -46,7 +48,7 @@ def _color(status: str) -> str:
 def _as_results(results: Any):
     """A :class:`SearchResults`, loading an experiment folder when given a path."""
     if isinstance(results, (str, os.PathLike)):
-        from ..search import load_results
+        from .summary import load_results
 
         return load_results(os.fspath(results))
     if not hasattr(results, "table") or not hasattr(results, "folds"):
@@ -70,7 +72,7 @@ def _say(ax, text: str = NO_FOLDS) -> None:
 
 
 def _better(mode: str) -> str:
-    return "higher is better" if mode == "max" else "lower is better"
+    return Direction(mode).words
 
 
 def _number(value) -> float:
@@ -143,7 +145,7 @@ def plot_fold_scores(results, max_configs: int = 40):
     ax.set_xlabel("configuration")
     position = {cid: i for i, cid in enumerate(order)}
     scores = _fold_scores(results)
-    k = max(1, int(results.cv_folds or 1))
+    k = max(1, int(results.cv_folds))
     step = min(0.12, 0.6 / k)
 
     def x_of(cid, fold):
@@ -405,7 +407,7 @@ def plot_learning_curves(results, config_id: int | None = None):
                           linestyle="-" if st == "complete" else "--", gid="curve")
         best = best_epochs.get(int(fold), math.nan)
         if not math.isfinite(best) and values.notna().any():
-            best = float(curve["epoch"].loc[values.idxmax() if mode == "max" else values.idxmin()])
+            best = float(curve["epoch"].loc[values.idxmin() if Direction(mode).ascending else values.idxmax()])
         at = values[curve["epoch"] == best]
         if math.isfinite(best) and len(at) and pd.notna(at.iloc[0]):
             stars[0].append(best)

@@ -106,10 +106,13 @@ def _running_workers(results) -> dict[str, bool]:
 
 
 def _run_state(results, recent: float = RECENT_SECONDS, now: float | None = None) -> tuple[str, str]:
-    from ..engine.store import saved_scheduler
+    from ..engine.store import FolderError, read_state
 
     path = results.path
-    scheduler = saved_scheduler(path) if os.path.isdir(path) else None
+    try:
+        scheduler = read_state(path) if os.path.isdir(path) else None
+    except FolderError:  # a damaged state: the trial folders tell the rest
+        scheduler = None
     folds, table = results.folds, results.table
     running_folds = int((folds["status"] == "running").sum()) if len(folds) else 0
     running_configs = int((table["status"] == "running").sum()) if len(table) else 0
@@ -263,7 +266,7 @@ def _short_names(columns: list[str]) -> list[tuple[str, str]]:
 
 
 def _leaderboard(results) -> str:
-    table, metric, k = results.table, results.metric, int(results.cv_folds or 1)
+    table, metric, k = results.table, results.metric, int(results.cv_folds)
     if not len(table):
         return _table(["rank", "config", "status"], [], "leaderboard")
     varying, constant = _config_columns(table)
@@ -339,6 +342,41 @@ def _plots(results) -> str:
     return "\n".join(parts)
 
 
+def _heatmap(results) -> str:
+    """The attention heatmap of a validation slide, when a MIL search saved one (``heatmap.json``)."""
+    import json
+
+    file = os.path.join(results.path, "heatmap.json")
+    if not os.path.exists(file):
+        return ""
+    try:
+        with open(file) as f:
+            record = json.load(f)
+        import matplotlib.pyplot as plt
+
+        from ..mil.heatmaps import plot_heatmap
+
+        panels = [("attention", record["attention"])]
+        if record.get("contribution") is not None:
+            panels.append(("contribution", record["contribution"]))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+        for ax, (label, values) in zip(axes[0], panels):
+            plot_heatmap(record["coords"], values, ax=ax, label=label, cmap="magma" if label == "attention" else "coolwarm",
+                         title=f"{label} of the tiles")
+        fig.tight_layout()
+        data = base64.b64encode(_png(fig)).decode("ascii")
+        plt.close(fig)
+    except Exception as err:  # a damaged file or no matplotlib: the rest of the report stands
+        return f'<h2>Heatmap</h2><p class="note" id="heatmap">The heatmap could not be drawn ({_e(type(err).__name__)}: {_e(err)})</p>'
+    slides = ", ".join(record.get("slides") or [])
+    caption = (f"Validation slide {slides} of fold {record['fold']}, seen by configuration {record['config_id']}'s "
+               f"model of that fold: each tile's attention weight"
+               + (" and its contribution to the output (attention x the head's value of the tile)"
+                  if record.get("contribution") is not None else ""))
+    return (f'<h2>Heatmap</h2>\n<figure id="heatmap"><img src="data:image/png;base64,{data}" alt="heatmap">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
@@ -376,7 +414,7 @@ def report_html(results, recent: float = RECENT_SECONDS) -> str:
         ("experiment", results.path),
         ("run", f'<span class="state state-{state}">{_e(state)}</span> <span class="sub">({_e(why)})</span>'),
         ("metric", f"{metric}, mode {results.mode} ({'higher' if results.mode == 'max' else 'lower'} is better)"),
-        ("folds", f"{int(results.cv_folds or 1)} per configuration"),
+        ("folds", f"{int(results.cv_folds)} per configuration"),
         ("configurations", f"{len(table)}: {_counts(table['status']) if len(table) else 'none yet'}"),
         ("fold trainings", f"{started} started ({_counts(folds['status']) if len(folds) else 'none reported yet'}); "
                            f"racing saved {saved}"),
@@ -404,6 +442,7 @@ their finished folds. Splits are each fold's {_e(metric)} at its best epoch.</p>
 {_leaderboard(results)}
 <h2>Plots</h2>
 {_plots(results)}
+{_heatmap(results)}
 <h2>Folds</h2>
 <p class="sub">One row per (configuration, fold) training; "started at" is seconds after the first fold started.</p>
 {_fold_table(results)}

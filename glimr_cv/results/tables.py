@@ -8,7 +8,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..engine.store import Opaque
 from ..space.notation import flatten
+from ..direction import Direction
 
 __all__ = ["cv_table", "format_leaderboard", "scheduler_table"]
 
@@ -16,7 +18,7 @@ _SCALARS = (str, int, float, bool, type(None), np.integer, np.floating, np.bool_
 
 
 def _sort_key(status: pd.Series, score: pd.Series, mode: str) -> pd.DataFrame:
-    oriented = -score if mode == "max" else score
+    oriented = -Direction(mode).sign * score  # ascending puts the best first
     return pd.DataFrame({"c": status.ne("complete").astype(int), "s": oriented.fillna(np.inf)})
 
 
@@ -70,14 +72,15 @@ def cv_table(
             row[f"std_{m}"] = float(np.std(finite)) if finite else np.nan
         row["error"] = cfg.get("error")
         params = flatten(cfg.get("params") or {}, prefix="config/")
-        row.update({k: v for k, v in params.items() if isinstance(v, _SCALARS)})
+        # a class or function (an Opaque from a folder's JSON) is no column, in a folder's table as in the search's
+        row.update({k: v for k, v in params.items() if isinstance(v, _SCALARS) and not isinstance(v, Opaque)})
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=["config_id", "status", "folds_done", f"mean_{metric}", f"std_{metric}", "rank"])
     score = table[f"mean_{metric}"]
     complete = table["status"].eq("complete") & score.notna()
-    ranks = (-score if mode == "max" else score)[complete].rank(method="min")
+    ranks = (-Direction(mode).sign * score)[complete].rank(method="min")
     table.insert(3 + len(metrics) * (cv_folds + 2), "rank", pd.array([pd.NA] * len(table), dtype="Int64"))
     table.loc[complete, "rank"] = ranks.astype("Int64").to_numpy()
     order = _sort_key(table["status"], score, mode)

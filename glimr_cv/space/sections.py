@@ -118,7 +118,7 @@ def validate_space(space: Any) -> dict:
     Returns
     -------
     dict
-        The parsed space (see :func:`glimr_cv.notation.parse_space`).
+        The parsed space (see :func:`glimr_cv.space.notation.parse_space`).
 
     Raises
     ------
@@ -182,10 +182,26 @@ def validate_space(space: Any) -> dict:
 
     if "batch_size" not in space["data"]:
         raise SpaceError("data: the required key 'batch_size' is missing; `data` holds the loader's keyword arguments")
-    for size in _possible_values(parsed["data"]["batch_size"]) or []:
+    sizes = _possible_values(parsed["data"]["batch_size"]) or []
+    for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise SpaceError(f"data/batch_size: expected an int >= 1, but got {size!r}")
+    if 1 in sizes:
+        for name in tasks:
+            for loss in _possible_values(parsed["tasks"][name]["loss"]) or []:
+                if _is_cox(loss.get("loss")):
+                    raise SpaceError(
+                        f"tasks/{name}/loss: cox_loss needs at least two rows per batch (a risk set), but "
+                        f"data/batch_size can be 1, where its loss is 0 and nothing trains; expected batch sizes "
+                        f">= 2 with a loader whose batches hold events, or glimr_cv.survival.DiscreteTimeNLL, which "
+                        f"trains at any batch size")
     return parsed
+
+
+def _is_cox(loss: Any) -> bool:
+    """Whether a task's loss is glimr_cv's Cox partial likelihood (told apart without importing Keras)."""
+    return (getattr(loss, "__module__", "") == "glimr_cv.survival.losses"
+            and getattr(loss, "__name__", "") in ("cox_loss", "CoxLoss"))
 
 
 def metric_names(space: dict) -> list[str]:

@@ -12,7 +12,8 @@ import numpy as np
 from ..checks import check_int, expected
 from ..data.folds import KFoldLoader
 
-__all__ = ["survival_labels", "event_stratified_order", "kfold_survival_loader", "SurvivalKFoldLoader"]
+__all__ = ["survival_labels", "survival_strata", "event_stratified_order", "kfold_survival_loader",
+           "SurvivalKFoldLoader"]
 
 
 def _describe(array: np.ndarray) -> str:
@@ -53,8 +54,8 @@ def _time_event(time: Any, event: Any, where: str = "") -> tuple[np.ndarray, np.
 def _structured(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(time, event)`` from a scikit-survival structured array: one bool field and one number field."""
     names = y.dtype.names
-    flags = [n for n in names if y.dtype[n] == bool]
-    times = [n for n in names if y.dtype[n] != bool and np.issubdtype(y.dtype[n], np.number)]
+    flags = [n for n in names if y.dtype[n].kind == "b"]
+    times = [n for n in names if y.dtype[n].kind != "b" and np.issubdtype(y.dtype[n], np.number)]
     if len(names) != 2 or len(flags) != 1 or len(times) != 1:
         raise ValueError(expected("time", "a structured array with one bool event field and one numeric time field, "
                                   "like sksurv.util.Surv.from_arrays makes", y.dtype))
@@ -93,6 +94,31 @@ def survival_labels(time: Any, event: Any = None) -> np.ndarray:
         raise TypeError(expected("event", "an array of shape (n,) (or pass a structured array as time)", event))
     t, e = _time_event(time, event)
     return np.stack([t, e], axis=1).astype(np.float32)
+
+
+def survival_strata(time: Any, event: Any, time_bins: int = 1) -> np.ndarray:
+    """The class of each row for stratified folds: its event, and with ``time_bins`` its time quantile.
+
+    Rows of each event status are cut into ``time_bins`` quantiles of their
+    times (fewer when ties leave fewer distinct cuts); a missing label counts as
+    censored, with the censored rows' first bin.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(n,)``: ``event * time_bins + bin``.
+    """
+    check_int("time_bins", time_bins, 1)
+    t, e = _time_event(time, event)
+    events = np.nan_to_num(e).astype(np.int64)
+    classes = events * time_bins
+    if time_bins > 1:
+        for status in (0, 1):
+            rows = (events == status) & ~np.isnan(t)
+            if rows.sum() >= time_bins:
+                cuts = np.unique(np.quantile(t[rows], np.linspace(0, 1, time_bins + 1)[1:-1]))
+                classes[rows] += np.searchsorted(cuts, t[rows], side="right")
+    return classes
 
 
 def _counts_per_batch(n_events: int, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -172,6 +198,7 @@ def kfold_survival_loader(
     shuffle: bool = True,
     seed: int = 0,
     val_batch_size: int | None = None,
+    time_bins: int = 1,
 ) -> "SurvivalKFoldLoader":
     """A :func:`glimr_cv.kfold_loader` for survival data: folds stratified on the event, batches hold events.
 
@@ -200,6 +227,10 @@ def kfold_survival_loader(
     preprocess, shuffle, seed, val_batch_size
         As in :func:`glimr_cv.kfold_loader`; ``shuffle=False`` keeps one
         event-spread order (from ``seed``) for every epoch.
+    time_bins : int
+        Also stratify on the time: the rows of each event status are cut into
+        this many quantiles of their times (1: the event alone), so that every
+        fold's follow-up resembles the others'.
 
     Returns
     -------
@@ -212,7 +243,7 @@ def kfold_survival_loader(
         Naming the argument at fault.
     """
     return SurvivalKFoldLoader(features, time, event, task=task, labels=labels, groups=groups, preprocess=preprocess,
-                               shuffle=shuffle, seed=seed, val_batch_size=val_batch_size)
+                               shuffle=shuffle, seed=seed, val_batch_size=val_batch_size, time_bins=time_bins)
 
 
 class SurvivalKFoldLoader(KFoldLoader):
@@ -225,7 +256,7 @@ class SurvivalKFoldLoader(KFoldLoader):
     """
 
     def __init__(self, features, time, event=None, task="survival", labels=None, groups=None, preprocess=None,
-                 shuffle=True, seed=0, val_batch_size=None):
+                 shuffle=True, seed=0, val_batch_size=None, time_bins=1):
         if not isinstance(task, str):
             raise TypeError(expected("task", "a task name (str)", task))
         if labels is not None and not isinstance(labels, dict):
@@ -234,13 +265,26 @@ class SurvivalKFoldLoader(KFoldLoader):
             raise ValueError(f"labels: expected tasks other than task={task!r}, whose labels are time and event, "
                              f"but got {sorted(labels)}")
         y = survival_labels(time, event)
-        # missing labels join the censored rows: a class of their own could be too small to split
-        classes = np.nan_to_num(y[:, 1]).astype(np.int64)
+        if not np.nansum(y[:, 1]):
+            raise ValueError(f"event: expected at least one event (1) to learn from, but all {len(y)} rows are "
+                             "censored or missing; a Cox loss and the C-index need events")
+        check_int("time_bins", time_bins, 1)
         super().__init__(features, {task: y, **(labels or {})}, groups=groups,
                          splitter="stratified" if groups is None else "stratified_group",
                          preprocess=preprocess, shuffle=shuffle, seed=seed, val_batch_size=val_batch_size,
-                         stratify=classes)
+                         stratify=survival_strata(y[:, 0], y[:, 1], time_bins))
         self.task = task
+        self.time_bins = int(time_bins)
+
+    def _check_folds(self, folds) -> None:
+        super()._check_folds(folds)
+        events = np.nan_to_num(self.labels[self.task][:, 1]) != 0
+        for i, (train, val) in enumerate(folds):
+            for side, rows in (("training", train), ("validation", val)):
+                if not events[rows].any():
+                    raise ValueError(f"cv_folds: fold {i} has no event among its {len(rows)} {side} rows "
+                                     f"({int(events.sum())} events in all), so its {'loss' if side == 'training' else 'C-index'} "
+                                     "is undefined; expected fewer folds, or more events")
 
     def _train_order(self, rows, batch_size, seed):
         import tensorflow as tf

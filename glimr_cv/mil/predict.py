@@ -1,0 +1,220 @@
+"""Prediction on new bags and slides: padding, masking and batching done here, Ray Data for many slides."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..checks import check_int, check_type, expected
+
+__all__ = ["bag_batches", "bag_dataset", "predict_bags", "predict_slides", "SlidePredictor"]
+
+
+def _bag_arrays(bags: Any) -> list[np.ndarray]:
+    if isinstance(bags, np.ndarray) and bags.dtype != object and bags.ndim == 2:
+        bags = [bags]  # one bag
+    if not isinstance(bags, (list, tuple, np.ndarray)) or not len(bags):
+        raise TypeError(expected("bags", "a non-empty list of (n_i, d) arrays of instances, one per bag", bags))
+    arrays = []
+    for i, bag in enumerate(bags):
+        array = np.asarray(bag, dtype=np.float32)
+        if array.ndim < 2 or not len(array):
+            raise ValueError(f"bags[{i}]: expected an (n_i, ...) array of at least one instance, but got shape "
+                             f"{array.shape}")
+        if arrays and array.shape[1:] != arrays[0].shape[1:]:
+            raise ValueError(f"bags[{i}]: expected instances of shape {arrays[0].shape[1:]} like bags[0], but got "
+                             f"{array.shape[1:]}")
+        arrays.append(array)
+    return arrays
+
+
+def _padded(arrays: list[np.ndarray]) -> dict:
+    """One batch of bags, zero-padded to its largest bag, with the mask of the real instances."""
+    longest = max(len(a) for a in arrays)
+    instances = np.zeros((len(arrays), longest, *arrays[0].shape[1:]), dtype=np.float32)
+    mask = np.zeros((len(arrays), longest), dtype=bool)
+    for i, array in enumerate(arrays):
+        instances[i, : len(array)] = array
+        mask[i, : len(array)] = True
+    return {"instances": instances, "mask": mask}
+
+
+def bag_batches(bags: Any, batch_size: int = 8) -> list[dict]:
+    """Bags as a model takes them: batches of ``{"instances": (B, n, ...), "mask": (B, n)}``, padded per batch.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``bags[i]`` for a bag that is empty or of another instance shape.
+    """
+    check_int("batch_size", batch_size, 1)
+    arrays = _bag_arrays(bags)
+    return [_padded(arrays[i : i + batch_size]) for i in range(0, len(arrays), batch_size)]
+
+
+def bag_dataset(bags: Any, batch_size: int = 8):
+    """:func:`bag_batches` as a ``tf.data.Dataset`` (the batches differ in length, so each is one element)."""
+    import tensorflow as tf
+
+    batches = bag_batches(bags, batch_size)
+    shape = batches[0]["instances"].shape[2:]
+
+    def batch(i):
+        return batches[int(i)]["instances"], batches[int(i)]["mask"]
+
+    def element(i):
+        x, m = tf.numpy_function(batch, [i], [tf.float32, tf.bool], stateful=False)
+        return {"instances": tf.ensure_shape(x, [None, None, *shape]), "mask": tf.ensure_shape(m, [None, None])}
+
+    return tf.data.Dataset.range(len(batches)).map(element)
+
+
+def _outputs(model, batches: list) -> Any:
+    """Predictions of ``batches`` concatenated: an array, or a dict by output name."""
+    from ..deploy.keras_io import to_numpy_outputs
+
+    # called eagerly: batches of bags differ in length, and a traced step would trace again for each
+    parts = [to_numpy_outputs(model, model(b, training=False)) for b in batches]
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
+def predict_bags(model_or_path: Any, bags: Any, batch_size: int = 8, preprocess: Any = None) -> Any:
+    """Predictions of a bag model (or a ``.keras`` file) for ``bags``, one row per bag, in order.
+
+    Parameters
+    ----------
+    model_or_path : keras.Model or str
+        A model taking ``{"instances", "mask"}`` (as the bag loaders feed it).
+    bags : list of numpy.ndarray
+        One ``(n_i, ...)`` array of instances per bag, or one bag.
+    batch_size : int
+        Bags per batch (each batch is padded to its largest bag).
+    preprocess : fitted transformer, optional
+        Applied to every bag's instances first (a fold's ``fitted_preprocess``).
+
+    Returns
+    -------
+    numpy.ndarray or dict of str to numpy.ndarray
+        As :func:`glimr_cv.predict`: an array for one output, a dict by name for several.
+    """
+    from ..deploy.batch import load_keras_model
+    from . import layers  # noqa: F401  (registers the pooling layers a saved bag model names)
+
+    model = load_keras_model(model_or_path)
+    arrays = _bag_arrays(bags)
+    if preprocess is not None:
+        arrays = [np.asarray(preprocess.transform(a.reshape(len(a), -1)), dtype=np.float32) for a in arrays]
+    return _outputs(model, bag_batches(arrays, batch_size))
+
+
+def _manifest(manifest: Any, path: str, slide: str | None):
+    import pandas as pd
+
+    from .slides import SlideKFoldLoader
+
+    if isinstance(manifest, SlideKFoldLoader):
+        frame = manifest.manifest
+        return pd.DataFrame({"slide": manifest.slide_ids, "path": frame[manifest.path_column]})
+    if isinstance(manifest, (str, os.PathLike)):
+        base = os.path.dirname(os.path.abspath(os.fspath(manifest)))
+        frame = pd.read_csv(manifest)
+        frame[path] = [p if os.path.isabs(p) or "://" in p else os.path.join(base, p) for p in frame[path]]
+    else:
+        frame = check_type("manifest", manifest, pd.DataFrame, "a DataFrame of slides, a CSV path or a slide loader")
+    if path not in frame.columns:
+        raise ValueError(f"manifest: expected a column {path!r} of feature files, but got {list(frame.columns)}")
+    ids = frame[slide] if slide is not None and slide in frame.columns else \
+        [os.path.splitext(os.path.basename(str(p)))[0] for p in frame[path]]
+    return pd.DataFrame({"slide": [str(s) for s in ids], "path": [os.fspath(p) for p in frame[path]],
+                         "order": np.arange(len(frame))})
+
+
+class SlidePredictor:
+    """What :func:`predict_slides` maps over a ``ray.data.Dataset`` of slides: the model loaded once per actor.
+
+    Each batch is a dict of NumPy columns ``slide`` and ``path``; each file is
+    read whole (``features``), optionally transformed, and the bags are
+    predicted ``batch_size`` at a time.
+    """
+
+    def __init__(self, model_path: str, features: str = "features", preprocess: Any = None, batch_size: int = 1):
+        from ..deploy.batch import load_keras_model
+        from . import layers  # noqa: F401  (registers the pooling layers a saved bag model names)
+
+        self.model = load_keras_model(model_path)
+        self.features, self.preprocess, self.batch_size = features, preprocess, batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        from .slides import read_slide
+
+        bags = [read_slide(str(p), features=self.features) for p in batch["path"]]
+        out = predict_bags(self.model, bags, self.batch_size, self.preprocess)
+        columns = {"slide": batch["slide"], "order": batch["order"]}
+        if isinstance(out, dict):
+            columns.update({f"prediction_{k}": list(v) for k, v in out.items()})
+        else:
+            columns["prediction"] = list(out)
+        return columns
+
+
+def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: str | None = "slide",
+                   features: str = "features", preprocess: Any = None, batch_size: int = 1, ray: bool = False,
+                   concurrency: int = 1, num_cpus: float = 1):
+    """Predictions of a bag model for whole-slide feature files, one row per slide.
+
+    Parameters
+    ----------
+    model_path : str or keras.Model
+        A ``.keras`` file (with ``ray=True``, a path every worker can read), or a model.
+    manifest : pandas.DataFrame, str or SlideKFoldLoader
+        Slides and their feature files (column ``path``), a CSV of them, or a
+        slide loader (its slides).
+    path, slide : str
+        Columns of the file and of the slide id (default: the file's name).
+    features : str
+        HDF5 dataset of the features.
+    preprocess : fitted transformer, optional
+        Applied to each slide's tiles first (``loader.fitted_preprocess(i)``).
+    batch_size : int
+        Slides per batch (padded to the largest); memory grows with it.
+    ray : bool
+        Read and predict on a Ray cluster with Ray Data (``concurrency`` actors,
+        each loading the model once); otherwise in this process.
+    concurrency, num_cpus : int, float
+        Ray Data actors, and the CPUs each reserves.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``slide`` and ``prediction`` (an array per slide), or ``prediction_<output>`` for several outputs.
+    """
+    import pandas as pd
+
+    check_int("batch_size", batch_size, 1)
+    frame = _manifest(manifest, path, slide)
+    if not ray:
+        from ..deploy.batch import load_keras_model
+        from . import layers  # noqa: F401
+
+        predictor = SlidePredictor.__new__(SlidePredictor)
+        predictor.model, predictor.features = load_keras_model(model_path), features
+        predictor.preprocess, predictor.batch_size = preprocess, batch_size
+        out = predictor({"slide": frame["slide"].to_numpy(), "path": frame["path"].to_numpy(),
+                         "order": frame["order"].to_numpy()})
+        return pd.DataFrame(out).drop(columns="order")
+    import ray.data
+
+    check_type("model_path", model_path, (str, os.PathLike), "the path of a .keras file every worker can read")
+    check_int("concurrency", concurrency, 1)
+    dataset = ray.data.from_pandas(frame)
+    predicted = dataset.map_batches(
+        SlidePredictor, batch_size=batch_size, batch_format="numpy",
+        fn_constructor_kwargs={"model_path": os.path.abspath(os.fspath(model_path)), "features": features,
+                               "preprocess": preprocess, "batch_size": batch_size},
+        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus)
+    # Ray Data may hand batches back in another order
+    return predicted.to_pandas().sort_values("order", kind="stable").drop(columns="order").reset_index(drop=True)
