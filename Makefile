@@ -12,9 +12,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# Two pytest workers, a test file each at a time (its module fixtures run once); the notebooks' small
+# runs go on in the controller meanwhile. Most of a test's time is Ray and TensorFlow starting up.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)  ## the linter, then the whole suite, slow end-to-end tests included (as CI runs it)
 	$(BIN)/ruff check glimr_cv tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)  ## pure-logic and Keras-helper tests only
 	$(BIN)/python -m pytest -m "not slow"

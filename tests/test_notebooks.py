@@ -7,6 +7,7 @@ outputs of a complete run (the full budget), without errors or start-up noise.
 """
 
 import concurrent.futures
+import json
 import os
 import pathlib
 import re
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import nbformat
 import pytest
@@ -114,20 +116,38 @@ def _kernel_env() -> dict:
     return env
 
 
-def _execute(name: str, folder, kernel: str):
-    """Run notebook ``name`` on the small budget in ``folder``: ``(executed notebook, failure message or None)``."""
+def _execute(name: str, folder, kernel: str, shared: pathlib.Path | None = None):
+    """Run notebook ``name`` on the small budget in ``folder``: ``(executed notebook, failure message or None)``.
+
+    With ``shared``, the result is also published there, whatever happens.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellControlSignal, DeadKernelError
 
     copy = folder / name
-    shutil.copyfile(NOTEBOOK_DIR / name, copy)
-    nb = _read(copy)
-    client = NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(folder)}})
+    nb, failure = None, "the run raised before its notebook was read"
     try:
-        client.execute(env=_kernel_env())
-    except (CellControlSignal, DeadKernelError, TimeoutError, RuntimeError) as err:
-        return nb, _failure(name, nb, err)
-    return nb, None
+        shutil.copyfile(NOTEBOOK_DIR / name, copy)
+        nb = _read(copy)
+        client = NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT,
+                                resources={"metadata": {"path": str(folder)}})
+        try:
+            # the kernel's own stderr (Ray's daemons write there when it shuts them down) goes to a file,
+            # not to the terminal of an xdist controller, which captures nothing
+            with open(folder / "kernel.stderr", "wb") as stderr:
+                client.execute(env=_kernel_env(), stderr=stderr)
+            failure = None
+        except (CellControlSignal, DeadKernelError, TimeoutError, RuntimeError) as err:
+            failure = _failure(name, nb, err)
+    except BaseException as err:
+        failure = f"{name}: the run itself failed: {err!r}"
+        raise
+    finally:
+        if shared is not None:
+            if nb is not None:
+                nbformat.write(nb, str(copy))
+            _publish(shared, name, copy if nb is not None else None, failure)
+    return nb, failure
 
 
 _SMALL_RUNS: dict[str, concurrent.futures.Future] = {}
@@ -151,11 +171,16 @@ def _venv_kernel_name() -> str:
     return KERNEL
 
 
-def start_small_runs() -> None:
+SHARED = "GLIMR_CV_NOTEBOOK_RUNS"  # under xdist: the folder where the controller's runs leave their results
+
+
+def start_small_runs(shared: pathlib.Path | None = None) -> None:
     """Start running every notebook on the small budget, one at a time, in a background thread.
 
-    Called by ``conftest.pytest_collection_finish`` when the small-budget test is
-    selected, so that the runs overlap the fast tests; :func:`small_runs` waits for them.
+    Called by ``conftest`` when the small-budget test is selected, so that the runs
+    overlap other tests: in this process (``pytest_collection_finish``), or, under
+    xdist, in the controller, which publishes each result in ``shared`` for the worker
+    that runs the test. :func:`small_runs` waits for them.
     """
     if _SMALL_RUNS:
         return
@@ -165,19 +190,40 @@ def start_small_runs() -> None:
         failed = concurrent.futures.Future()
         failed.set_result((None, f"no kernel for this venv: {err}"))
         _SMALL_RUNS.update(dict.fromkeys(NOTEBOOKS, failed))
+        for name in NOTEBOOKS if shared else ():
+            _publish(shared, name, None, failed.result()[1])
         return
-    root = pathlib.Path(tempfile.mkdtemp(prefix="glimr_cv_notebooks_"))
+    root = pathlib.Path(tempfile.mkdtemp(prefix="glimr_cv_notebooks_", dir=shared))
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="notebooks")
     for name in NOTEBOOKS:
         folder = root / name.removesuffix(".ipynb")
         folder.mkdir()
-        _SMALL_RUNS[name] = pool.submit(_execute, name, folder, kernel)
+        _SMALL_RUNS[name] = pool.submit(_execute, name, folder, kernel, shared)
     pool.shutdown(wait=False)
+
+
+def _publish(shared: pathlib.Path, name: str, path, failure: str | None) -> None:
+    """Leave one run's result for another process: ``<name>.json``, written whole or not at all."""
+    tmp = shared / f"{name}.json.tmp"
+    tmp.write_text(json.dumps({"notebook": str(path) if path else None, "failure": failure}))
+    os.replace(tmp, shared / f"{name}.json")
+
+
+def _published(shared: pathlib.Path, name: str):
+    """The result another process published for ``name``, once it is there."""
+    done = shared / f"{name}.json"
+    while not done.exists():  # the controller always publishes, failures included
+        time.sleep(0.5)
+    found = json.loads(done.read_text())
+    return (_read(found["notebook"]) if found["notebook"] else None), found["failure"]
 
 
 @pytest.fixture(scope="module")
 def small_runs():
     """Every notebook's small run: ``{name: (executed notebook, failure message or None)}``."""
+    shared = os.environ.get(SHARED)
+    if shared and (pathlib.Path(shared) / "started").exists():
+        return {name: _published(pathlib.Path(shared), name) for name in NOTEBOOKS}
     start_small_runs()  # a no-op when the collection hook started them
     return {name: future.result() for name, future in _SMALL_RUNS.items()}
 
