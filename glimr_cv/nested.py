@@ -280,7 +280,7 @@ def _run_inner(inner, root: str, exp: str, num_samples, experiment_kwargs: dict)
 
 
 def _predict(model, data, tasks: list) -> dict:
-    from .deploy.keras_io import named_outputs
+    from .keras_io import named_outputs
     from .engine.quiet import quiet_retracing
 
     with quiet_retracing():  # batches of bags differ in length: a trace each, expected

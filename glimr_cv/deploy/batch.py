@@ -2,86 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import zipfile
 from typing import Any
 
 import numpy as np
 
 from ..checks import check_bool, check_int, check_type
-from .keras_io import model_inputs, model_output_names, to_numpy_outputs
+from ..keras_io import check_keras_file, load_keras_model, model_inputs, model_output_names, to_numpy_outputs
 
 __all__ = ["load_keras_model", "check_keras_file", "model_inputs", "model_output_names", "to_model_input",
            "same_rows", "nan_rows", "check_no_nan", "empty_outputs", "predict", "BatchPredictor", "predict_ray"]
-
-
-def check_keras_file(path: str | os.PathLike, name: str = "model") -> dict | None:
-    """Check, without Keras, that ``path`` is a ``.keras`` file a model can be loaded from; its config.
-
-    A ``.keras`` file is a zip archive holding ``config.json`` (the model's
-    architecture) and the weights; this reads the archive's directory and the
-    config only, so it is cheap. Other suffixes (a legacy ``.h5``) are not
-    checked here and give None.
-
-    Raises
-    ------
-    FileNotFoundError
-        On a missing file: ``"{name}: no such file ..."``.
-    ValueError
-        On a file that is not a readable ``.keras`` archive:
-        ``"{name}: cannot read <path> as a Keras model (<cause>)"``.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        what = "not a file" if os.path.exists(path) else "no such file"
-        raise FileNotFoundError(f"{name}: {what} {path!r}; expected a .keras file (model.save(path))")
-    if not path.lower().endswith(".keras"):
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                raise ValueError("the archive has no config.json")
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, ValueError, OSError, RuntimeError, EOFError) as err:  # RuntimeError: encrypted
-        cause = ("not a zip archive, which a .keras file is" if isinstance(err, zipfile.BadZipFile)
-                 else f"{type(err).__name__}: {err}")
-        raise ValueError(f"{name}: cannot read {path} as a Keras model ({cause})") from None
-    if not isinstance(config, dict):  # a file's content, not an argument's type: a ValueError
-        raise ValueError(f"{name}: cannot read {path} as a Keras model (its config.json holds no model config)")  # noqa: TRY004
-    return config
-
-
-def load_keras_model(model_or_path: Any):
-    """A ``keras.Model`` as given, or loaded (uncompiled, for inference) from a ``.keras`` file.
-
-    Raises
-    ------
-    FileNotFoundError
-        On a missing file.
-    ValueError
-        On a file Keras cannot load (corrupt, truncated, not a model, a custom
-        layer that is not importable): ``"model: cannot read <path> as a Keras
-        model (<cause>)"``.
-    TypeError
-        On anything but a model or a path.
-    """
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = os.fspath(model_or_path)
-        check_keras_file(path)
-        import keras
-
-        try:
-            return keras.saving.load_model(path, compile=False)
-        except Exception as err:  # Keras reports a corrupt archive as "File not found"; say what it is
-            message = " ".join(str(err).split())[:500]
-            raise ValueError(f"model: cannot read {path} as a Keras model ({type(err).__name__}: {message})") from err
-    import keras
-
-    if isinstance(model_or_path, keras.Model):
-        return model_or_path
-    raise TypeError(f"model: expected a keras.Model or the path of a .keras file, but got {type(model_or_path).__name__}")
 
 
 def _column(frame, name: str, shape: tuple):

@@ -15,7 +15,7 @@ import os
 import warnings
 from typing import Any, Sequence
 
-from .keras_io import input_structure, named_outputs
+from ..keras_io import input_structure, named_outputs
 
 __all__ = ["fold_ensemble", "best_ensemble", "export_ensemble"]
 

@@ -382,7 +382,7 @@ class ModelServer:
     """The Ray Serve deployment: loads the model once per replica and answers JSON requests."""
 
     def __init__(self, model_path: str, max_batch_rows: int, max_body_bytes: int, allow_nan: bool = False):
-        from .batch import load_keras_model, model_inputs, model_output_names
+        from ..keras_io import load_keras_model, model_inputs, model_output_names
 
         _replica_grpc_on_loopback()
 

@@ -73,7 +73,7 @@ def bag_dataset(bags: Any, batch_size: int = 8):
 
 def _outputs(model, batches: list) -> Any:
     """Predictions of ``batches`` concatenated: an array, or a dict by output name."""
-    from ..deploy.keras_io import to_numpy_outputs
+    from ..keras_io import to_numpy_outputs
 
     # called eagerly: batches of bags differ in length, and a traced step would trace again for each
     parts = [to_numpy_outputs(model, model(b, training=False)) for b in batches]
@@ -101,7 +101,7 @@ def predict_bags(model_or_path: Any, bags: Any, batch_size: int = 8, preprocess:
     numpy.ndarray or dict of str to numpy.ndarray
         As :func:`glimr_cv.predict`: an array for one output, a dict by name for several.
     """
-    from ..deploy.batch import load_keras_model
+    from ..keras_io import load_keras_model
     from . import layers  # noqa: F401  (registers the pooling layers a saved bag model names)
 
     model = load_keras_model(model_or_path)
@@ -142,7 +142,7 @@ class SlidePredictor:
     """
 
     def __init__(self, model_path: str, features: str = "features", preprocess: Any = None, batch_size: int = 1):
-        from ..deploy.batch import load_keras_model
+        from ..keras_io import load_keras_model
         from . import layers  # noqa: F401  (registers the pooling layers a saved bag model names)
 
         self.model = load_keras_model(model_path)
@@ -197,7 +197,7 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
     check_int("batch_size", batch_size, 1)
     frame = _manifest(manifest, path, slide)
     if not ray:
-        from ..deploy.batch import load_keras_model
+        from ..keras_io import load_keras_model
         from . import layers  # noqa: F401
 
         predictor = SlidePredictor.__new__(SlidePredictor)

@@ -1,0 +1,146 @@
+"""A Keras model's file, inputs and outputs, read one way for the ensemble, prediction, serving, MIL and nested CV."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+__all__ = ["check_keras_file", "load_keras_model", "input_structure", "model_inputs", "model_output_names", "named_outputs", "to_numpy_outputs"]
+
+
+def input_structure(model) -> Any:
+    """The model's symbolic inputs as it takes them: one tensor, a list, or a dict by name; None if unknown.
+
+    A functional model gives its own structure (a dict for named inputs); a
+    Sequential model built with an ``Input`` its inputs; a subclassed model,
+    whose inputs exist only once called, None.
+    """
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        pass
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return None
+    return inputs[0] if len(inputs) == 1 else list(inputs)
+
+
+def model_inputs(model) -> tuple[str, dict]:
+    """``(kind, {name: (shape without the batch axis, dtype)})`` of the model's inputs.
+
+    ``kind`` is ``"dict"`` (named inputs, a dict by name), ``"list"`` (several
+    positional inputs), ``"single"`` or ``"unknown"`` (a subclassed model).
+    """
+    structure = input_structure(model)
+    if structure is None:
+        return "unknown", {}
+
+    def spec(t):
+        return tuple(t.shape[1:]), str(t.dtype)
+
+    if isinstance(structure, dict):
+        return "dict", {str(k): spec(v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        if len(structure) == 1:
+            return "single", {structure[0].name: spec(structure[0])}
+        return "list", {t.name: spec(t) for t in structure}
+    return "single", {structure.name: spec(structure)}
+
+
+def model_output_names(model) -> list[str]:
+    """The names of the model's outputs: a dict output's keys, else Keras's output names."""
+    try:
+        output = model.output
+    except (AttributeError, ValueError):
+        output = None
+    if isinstance(output, dict):
+        return [str(k) for k in output]
+    return list(getattr(model, "output_names", None) or [])
+
+
+def named_outputs(outputs: Any, model) -> dict:
+    """Outputs of ``model`` (tensors or arrays) by name: the dict's keys, or the model's output names."""
+    if isinstance(outputs, dict):
+        return dict(outputs)
+    names = model_output_names(model)
+    if isinstance(outputs, (list, tuple)):
+        names = names if len(names) == len(outputs) else [f"output_{i}" for i in range(len(outputs))]
+        return dict(zip(names, outputs))
+    return {names[0] if len(names) == 1 else "output": outputs}
+
+
+def to_numpy_outputs(model, outputs: Any) -> Any:
+    """Predictions as NumPy: one output, an array; several, a dict of arrays by output name."""
+    named = {str(k): np.asarray(v) for k, v in named_outputs(outputs, model).items()}
+    return next(iter(named.values())) if len(named) == 1 else named
+
+
+def check_keras_file(path: str | os.PathLike, name: str = "model") -> dict | None:
+    """Check, without Keras, that ``path`` is a ``.keras`` file a model can be loaded from; its config.
+
+    A ``.keras`` file is a zip archive holding ``config.json`` (the model's
+    architecture) and the weights; this reads the archive's directory and the
+    config only, so it is cheap. Other suffixes (a legacy ``.h5``) are not
+    checked here and give None.
+
+    Raises
+    ------
+    FileNotFoundError
+        On a missing file: ``"{name}: no such file ..."``.
+    ValueError
+        On a file that is not a readable ``.keras`` archive:
+        ``"{name}: cannot read <path> as a Keras model (<cause>)"``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "not a file" if os.path.exists(path) else "no such file"
+        raise FileNotFoundError(f"{name}: {what} {path!r}; expected a .keras file (model.save(path))")
+    if not path.lower().endswith(".keras"):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise ValueError("the archive has no config.json")
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, ValueError, OSError, RuntimeError, EOFError) as err:  # RuntimeError: encrypted
+        cause = ("not a zip archive, which a .keras file is" if isinstance(err, zipfile.BadZipFile)
+                 else f"{type(err).__name__}: {err}")
+        raise ValueError(f"{name}: cannot read {path} as a Keras model ({cause})") from None
+    if not isinstance(config, dict):  # a file's content, not an argument's type: a ValueError
+        raise ValueError(f"{name}: cannot read {path} as a Keras model (its config.json holds no model config)")  # noqa: TRY004
+    return config
+
+
+def load_keras_model(model_or_path: Any):
+    """A ``keras.Model`` as given, or loaded (uncompiled, for inference) from a ``.keras`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        On a missing file.
+    ValueError
+        On a file Keras cannot load (corrupt, truncated, not a model, a custom
+        layer that is not importable): ``"model: cannot read <path> as a Keras
+        model (<cause>)"``.
+    TypeError
+        On anything but a model or a path.
+    """
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        check_keras_file(path)
+        import keras
+
+        try:
+            return keras.saving.load_model(path, compile=False)
+        except Exception as err:  # Keras reports a corrupt archive as "File not found"; say what it is
+            message = " ".join(str(err).split())[:500]
+            raise ValueError(f"model: cannot read {path} as a Keras model ({type(err).__name__}: {message})") from err
+    import keras
+
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    raise TypeError(f"model: expected a keras.Model or the path of a .keras file, but got {type(model_or_path).__name__}")
