@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 # The oldest and the newest Ray that setup.cfg allows, each in a venv of its own (about 3 GB and a few
 # minutes to install each): the compat module's private names and the whole suite against both.
-COMPAT_RAY ?= 2.40.0 2.60.0
+COMPAT_RAY ?= 2.41.0 2.60.0
 test-compat:
 	@for v in $(COMPAT_RAY); do \
 	  dir=.venv-ray$$v; \

@@ -5,7 +5,7 @@ into. Each checks what it needs first and falls back (or says what to do) when
 it is missing, so that a release breaks one function here, loudly or to a
 documented fallback, and nothing elsewhere. ``tests/test_compat.py`` tests each
 one; ``make test-compat`` runs the suite against the oldest and the newest Ray
-that ``setup.cfg`` allows. Versions checked: Ray 2.40 and 2.60 (Tune, Serve),
+that ``setup.cfg`` allows. Versions checked: Ray 2.41 and 2.60 (Tune, Serve),
 TensorFlow 2.16 to 2.21.
 """
 
@@ -23,7 +23,7 @@ __all__ = ["ray_version", "read_ray_address", "loopback_node", "replica_grpc_on_
            "under_xla"]
 
 #: The Ray versions (major, minor) whose private names these functions were checked on.
-RAY_CHECKED = ((2, 40), (2, 60))
+RAY_CHECKED = ((2, 41), (2, 60))
 
 
 def ray_version() -> tuple[int, ...]:
@@ -44,7 +44,7 @@ def read_ray_address() -> str | None:
     """The address of the Ray that ``ray start`` started on this machine, as ``ray.init("auto")`` finds it.
 
     Ray keeps it in a file its private ``ray._private.utils.read_ray_address``
-    reads (Ray 2.40-2.60). Where that is missing, None: callers treat an
+    reads (Ray 2.41-2.60). Where that is missing, None: callers treat an
     unknown address as "maybe the same Ray" and let ``ray.init`` decide.
     """
     try:
@@ -61,7 +61,7 @@ def read_ray_address() -> str | None:
 def loopback_node() -> Iterator[None]:
     """While active, a Ray started in this process takes 127.0.0.1 as its node address, so it listens there only.
 
-    Ray 2.40-2.60 binds its GCS, raylet, agents and workers to the node address
+    Ray 2.41-2.60 binds its GCS, raylet, agents and workers to the node address
     when that is the loopback, and to every interface otherwise; but ``ray.init``
     turns ``_node_ip_address="127.0.0.1"`` into the machine's network address
     unless Ray's cluster mode is off, which the private constant
@@ -126,7 +126,7 @@ def replica_grpc_on_loopback(node_is_loopback: bool) -> bool:
 def tune_staging_folders(name: str) -> list[str]:
     """Ray Tune's local staging copies of experiment ``name``'s driver files, newest first.
 
-    Ray Tune (2.40-2.60) writes its state in
+    Ray Tune (2.41-2.60) writes its state in
     ``<ray temp>/ray/session_*/artifacts/<timestamp>/<name>/driver_artifacts`` and
     then copies it into the experiment folder. The layout is Tune's own, not an
     API: where it changes, no folder is found and :func:`glimr_cv.engine.store.repair_state`
@@ -140,7 +140,7 @@ def tune_staging_folders(name: str) -> list[str]:
 def unfinish_tune_search(data: bytes) -> bytes | None:
     """Ray Tune's saved search state (``search_gen_state-*.json``, a pickle) with its "finished" flag cleared.
 
-    The one place glimr_cv rewrites a file of Tune's (checked on Ray 2.40-2.60):
+    The one place glimr_cv rewrites a file of Tune's (checked on Ray 2.41-2.60):
     a halted search ends by telling Tune it has finished, which Tune saves, and a
     restored Tune would then never ask for another fold. None when the flag was
     not set, or the state is not the dict Tune writes.
@@ -159,7 +159,7 @@ def optuna_define_by_run(searcher: Any, define_by_run: Callable, metric: str, mo
     constructor; ``set_search_properties`` converts a dict. A search given a
     ready ``OptunaSearch()`` (with the user's sampler and seed) sets the
     function here instead: ``_space``, ``_metric``, ``_mode`` and
-    ``_setup_study``, as the constructor does (checked on Ray 2.40 to 2.60).
+    ``_setup_study``, as the constructor does (checked on Ray 2.41 to 2.60).
 
     Returns
     -------
@@ -193,13 +193,13 @@ def replace_tuner_callbacks(tuner: Any, callbacks: list) -> None:
 
     ``tune.Tuner.restore`` takes no callbacks; the restored ``RunConfig`` that
     ``fit`` reads is the private ``tuner._local_tuner.get_run_config()`` (Ray
-    2.40-2.60). Without it, the restored run keeps its saved callbacks and a
+    2.41-2.60). Without it, the restored run keeps its saved callbacks and a
     RuntimeError says so.
     """
     local = getattr(tuner, "_local_tuner", None)
     if local is None or not callable(getattr(local, "get_run_config", None)):
         raise RuntimeError("restore: this Ray's restored Tuner keeps the callbacks it was saved with; glimr_cv "
-                           "cannot re-attach its trackers to it (resume without tracking, or with Ray 2.40-2.60)")
+                           "cannot re-attach its trackers to it (resume without tracking, or with Ray 2.41-2.60)")
     run_config = local.get_run_config()
     kinds = {type(c) for c in callbacks}
     run_config.callbacks = [c for c in (run_config.callbacks or []) if type(c) not in kinds] + list(callbacks)
