@@ -13,6 +13,8 @@ import os
 import pickle
 import sys
 
+from .checks import expected
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROG = "glimr-cv"
@@ -105,14 +107,14 @@ def _report(args) -> int:
 def _export(args) -> int:
     path = _experiment(args.path)
     if args.out is not None and not args.out.endswith(".keras"):
-        raise UserError(f"--out: expected a file name ending in .keras, but got {args.out!r}")
+        raise UserError(expected("--out", "a file name ending in .keras", args.out))
     results = _load_results(path)
     cid = results.best_config_id if args.config is None else args.config
     if cid is None:
         raise UserError(f"{args.path}: no configuration is complete yet, so there is nothing to export; "
                         f"resume it first ({PROG} resume {args.path})")
     if cid not in results.configs:
-        raise UserError(f"--config: expected one of {sorted(results.configs)}, but got {cid}")
+        raise UserError(expected("--config", f"one of {sorted(results.configs)}", cid))
     folds = results.folds
     done = folds[(folds["config_id"] == cid) & (folds["status"] == "complete")]
     row = results.table[results.table["config_id"] == cid]
@@ -195,9 +197,9 @@ def _predict(args) -> int:
     model = _existing_file(args.model, "a Keras model file", (".keras",))
     data_path = _existing_file(args.data, "a data file", _DATA_SUFFIXES)
     if args.out is not None and not args.out.lower().endswith(_OUT_SUFFIXES):
-        raise UserError(f"--out: expected a file ending in {', '.join(_OUT_SUFFIXES)}, but got {args.out!r}")
+        raise UserError(expected("--out", f"a file ending in {', '.join(_OUT_SUFFIXES)}", args.out))
     if args.batch_size < 1:
-        raise UserError(f"--batch-size: expected an int >= 1, but got {args.batch_size}")
+        raise UserError(expected("--batch-size", "an int >= 1", args.batch_size))
     from .deploy.batch import check_keras_file
 
     check_keras_file(model)  # a corrupt model is refused before TensorFlow starts

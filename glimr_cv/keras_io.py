@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .checks import expected
+
 __all__ = ["check_keras_file", "load_keras_model", "input_structure", "model_inputs", "model_output_names", "named_outputs", "to_numpy_outputs"]
 
 
@@ -143,4 +145,4 @@ def load_keras_model(model_or_path: Any):
 
     if isinstance(model_or_path, keras.Model):
         return model_or_path
-    raise TypeError(f"model: expected a keras.Model or the path of a .keras file, but got {type(model_or_path).__name__}")
+    raise TypeError(expected("model", "a keras.Model or the path of a .keras file", got=type(model_or_path).__name__))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .checks import check_choice, check_int, check_type
+from .checks import check_choice, check_int, check_type, expected
 from .data.contract import resolve_folds, row_loader
 
 __all__ = ["nested_cv", "NestedResults"]
@@ -168,7 +168,7 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
 
     # a workflow above Search, through its public seams only: experiment, restore, spec and its settings
     if not all(hasattr(search, name) for name in ("experiment", "restore", "spec", "loader", "metric", "cv_folds")):
-        raise TypeError(f"search: expected a glimr_cv.Search, but got {type(search).__name__}")
+        raise TypeError(expected("search", "a glimr_cv.Search", got=type(search).__name__))
     loader = row_loader(search.loader, "nested cross-validation, which splits its rows into outer folds,")
     check_choice("final", final, _FINALS)
     check_int("num_samples", num_samples, 1, allow_none=True)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .checks import check_bool, check_callable, check_choice, check_int, check_number, check_type
+from .checks import Bool, Function, Instance, Int, OneOf, expected, validate
 from .data.contract import check_loader
 from .engine.racing import EpochRule, RacingRule, get_epoch_rule, get_rule
 from .engine.shipping import ship_by_value
-from .engine.progress import in_notebook
 from .engine.store import check_picklable, experiment_path, load_search
 from .results.summary import SearchResults, load_results
 from .session import SearchHalted
-from .space.notation import covering_configs, sampled_paths
+from .settings import RunSettings
+from .space.notation import covering_configs
 from .space.sections import default_metric, metric_names, validate_space
 
 __all__ = ["Search", "SearchHalted", "load_results"]
@@ -25,9 +25,22 @@ __all__ = ["Search", "SearchHalted", "load_results"]
 _FIT_RESERVED = ("x", "y", "epochs", "validation_data", "verbose", "validation_split")
 #: What a stopper's dict criteria may name besides the reported metrics.
 _STOPPER_KEYS = ("epoch", "fold_score", "training_iteration", "time_total_s")
+#: The plain arguments of :class:`Search`, checked in this order.
+_CONSTRAINTS = {
+    "builder": Function("a callable builder(config) -> (model, losses, loss_weights, metrics)"),
+    "cv_folds": Int(2, none=True),
+    "mode": OneOf("max", "min"),
+    "loader_kwargs": Instance(dict, "a dict", none=True),
+    "fit_kwargs": Instance(dict, "a dict", none=True),
+    "seed": Int(0),
+    "fail_fast": Int(1, none=True),
+    "deterministic": Bool(),
+    "max_failures": Int(0),
+    "reuse_models": Bool(),
+}
 
 
-class Search:
+class Search(RunSettings):
     """Cross-validated hyperparameter search of a Keras model on Ray Tune.
 
     Parameters
@@ -120,132 +133,31 @@ class Search:
     ):
         self._parsed = validate_space(space)
         self.space = space
-        self.builder = check_callable("builder", builder, "a callable builder(config) -> (model, losses, loss_weights, metrics)")
-        self.cv_folds = check_int("cv_folds", cv_folds, 2, allow_none=True)
+        for name, value in validate(_CONSTRAINTS, locals()).items():
+            setattr(self, name, value)
+        self.loader_kwargs, self.fit_kwargs = dict(loader_kwargs or {}), dict(fit_kwargs or {})
         check_loader(loader, cv_folds)
         self.loader = loader
-        self.mode = check_choice("mode", mode, ("max", "min"))
         self.metric_names = metric_names(space)
         self.metric = default_metric(space) if metric is None else metric
         if self.metric not in self.metric_names:
-            raise ValueError(f"metric: expected one of the reported metrics {self.metric_names}, but got {self.metric!r}")
-        self.loader_kwargs = dict(check_type("loader_kwargs", loader_kwargs, dict, "a dict", allow_none=True) or {})
-        self.fit_kwargs = dict(check_type("fit_kwargs", fit_kwargs, dict, "a dict", allow_none=True) or {})
+            raise ValueError(expected("metric", f"one of the reported metrics {self.metric_names}", self.metric))
         clash = sorted(set(self.fit_kwargs) & set(_FIT_RESERVED))
         if clash:
-            raise ValueError(f"fit_kwargs: expected none of {list(_FIT_RESERVED)} (the search sets them; epochs come "
-                             f"from optimization/epochs), but got {clash}")
-        from .engine.stopping import as_stopper
+            raise ValueError(expected("fit_kwargs", f"none of {list(_FIT_RESERVED)} (the search sets them; epochs "
+                                      "come from optimization/epochs)", got=str(clash)))
+        from .engine.stopping import as_stopper  # imports Ray Tune: not at `import glimr_cv`
 
         self.stopper = as_stopper(stopper, [*self.metric_names, *_STOPPER_KEYS])
-        self.seed = check_int("seed", seed, 0)
         if min_folds is not None and isinstance(racing, RacingRule):
-            raise ValueError("min_folds: expected None with a RacingRule object (set min_folds on the rule itself), "
-                             f"but got {min_folds!r}")
+            raise ValueError(expected("min_folds", "None with a RacingRule object (set min_folds on the rule itself)",
+                                      min_folds))
         self.racing = get_rule(racing, min_folds)
         self.fold_stopping = get_epoch_rule(fold_stopping, self.racing)
-        self.fail_fast = check_int("fail_fast", fail_fast, 1, allow_none=True)
-        self.deterministic = check_bool("deterministic", deterministic)
-        self.max_failures = check_int("max_failures", max_failures, 0)
-        self.reuse_models = check_bool("reuse_models", reuse_models)
         check_picklable(space, builder, loader)
         self._driver_stops = False  # whether a run's Tune scheduler or stopper stops folds from the driver
         self._searcher_token = None  # the run's searcher, found again after a crash
-        self.set_checkpoints()
-        self.set_reporter()
-        self.set_resources()
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # glimr let a Tune reporter be assigned; glimr_cv draws its own leaderboard, so say so now,
-        # before an experiment folder exists, rather than fail when the first board is drawn
-        if name == "reporter" and not (isinstance(value, dict) and {"parameters", "metrics", "sort_by_metric"} <= set(value)):
-            raise TypeError(
-                f"reporter: expected search.set_reporter(metrics=..., parameters=..., max_report_frequency=...), "
-                f"which takes glimr's reporter arguments, but got an assigned {type(value).__name__}; glimr_cv "
-                "draws its own leaderboard of CV means, so a Ray Tune reporter has nothing to show")
-        super().__setattr__(name, value)
-
-    # -- glimr's configuration methods ------------------------------------------
-    def set_checkpoints(self, metric: str | None = None, mode: str | None = None, num_to_keep: int | None = None,
-                        every_epoch: bool = False, **kwargs) -> None:
-        """Checkpoint settings (``ray.tune.CheckpointConfig`` keyword arguments).
-
-        Each fold writes one checkpoint, its best epoch by ``metric`` and ``mode``
-        of the search, so ``metric`` and ``mode`` here must match the search's
-        (unlike glimr, ``mode`` defaults to the search's, not "max"), and
-        ``num_to_keep`` (per fold) changes nothing but Tune's bookkeeping: glimr's
-        1 is the same as the default None, which spares Tune a state snapshot at
-        every checkpoint.
-
-        With ``every_epoch``, a running fold also keeps its latest epoch's state
-        (every variable, the optimizer's and the best epoch's weights) in its one
-        checkpoint slot, replaced each epoch, so that a fold interrupted by a
-        crash continues from its last epoch on :meth:`restore`, on the same data
-        order, instead of starting over: for long folds. It costs one write of
-        about three times the weights per epoch.
-        """
-        if metric not in (None, self.metric) or mode not in (None, self.mode):
-            raise ValueError(f"set_checkpoints: expected the search's metric={self.metric!r} and mode={self.mode!r} "
-                             f"(or None), since checkpoints follow them, but got metric={metric!r}, mode={mode!r}")
-        check_int("num_to_keep", num_to_keep, 1, allow_none=True)
-        self.every_epoch = check_bool("every_epoch", every_epoch)
-        if every_epoch:
-            num_to_keep = 1  # one slot: the latest epoch's state, replaced by the fold's final checkpoint
-        self.checkpoint_kwargs = {"num_to_keep": num_to_keep, **kwargs}
-
-    def set_reporter(self, metrics: list | None = None, parameters: list | dict | None = None,
-                     jupyter: bool | None = None, sort_by_metric: bool = True,
-                     max_report_frequency: float = 10.0) -> None:
-        """Live leaderboard settings, glimr's arguments.
-
-        Parameters
-        ----------
-        metrics : list of str, optional
-            Further reported metrics whose CV means the final leaderboard shows
-            (the live one shows the search's metric).
-        parameters : list of str, or dict of str to str, optional
-            Config paths (``"optimization/learning_rate"``) to show, or config path
-            -> column label as in glimr; default: the sampled ones.
-        jupyter : bool, optional
-            Redraw in place in a notebook; default: whether this runs in one.
-        sort_by_metric : bool
-            Best first; ``False`` lists configurations in the order they started.
-        max_report_frequency : float
-            Seconds between updates; ``0`` or less turns the display off.
-        """
-        for name in metrics or []:
-            check_choice("set_reporter: metrics", name, self.metric_names)
-        if parameters is None:
-            parameters = sampled_paths(self._parsed)[:6]
-        check_type("parameters", parameters, (list, tuple, dict), "a list of config paths or a dict path -> label")
-        self.reporter = {
-            "parameters": dict(parameters) if isinstance(parameters, dict) else list(parameters),
-            "metrics": list(metrics or []),
-            "sort_by_metric": check_bool("sort_by_metric", sort_by_metric),
-        }
-        self.jupyter = in_notebook() if jupyter is None else check_bool("jupyter", jupyter)
-        self.report_every = check_number("max_report_frequency", max_report_frequency)
-
-    def set_scaling(self, num_workers: int = 1, use_gpu: bool = False, resources_per_worker: dict | None = None) -> None:
-        """glimr's scaling settings, as :meth:`set_resources`: a fold trains in one Ray worker.
-
-        ``resources_per_worker`` is what one fold reserves (``{"CPU": 2, "GPU": 0}``);
-        ``use_gpu`` adds one GPU when it names none. Folds run side by side, so
-        ``num_workers`` (glimr's data-parallel workers per trial) must be 1.
-        """
-        check_int("num_workers", num_workers, 1, 1)
-        resources = {"CPU": 1, "GPU": 0} if resources_per_worker is None else dict(
-            check_type("resources_per_worker", resources_per_worker, dict, "a dict such as {'CPU': 2, 'GPU': 0}"))
-        if check_bool("use_gpu", use_gpu) and not resources.get("GPU"):
-            resources["GPU"] = 1
-        self.set_resources(resources)
-
-    def set_resources(self, resources: dict | None = None) -> None:
-        """Resources of one fold training, e.g. ``{"CPU": 1, "GPU": 0}``."""
-        resources = {"CPU": 1, "GPU": 0} if resources is None else dict(resources)
-        for key, value in resources.items():
-            check_number(f"resources[{key!r}]", value, 0)
-        self.resources = resources
+        self._default_settings()
 
     # -- running -----------------------------------------------------------------
     @property
@@ -275,22 +187,19 @@ class Search:
         )
 
     def check(self) -> dict:
-        """Try one configuration in this process before any Ray worker starts.
+        """Try the search in this process before any Ray worker starts.
 
-        Samples a configuration, calls the builder, calls the loader for fold 0,
-        and trains on one batch and validates on one batch, exactly as a fold
-        does. Then every option of every choice (and grid) is taken by at least
-        one more configuration, built by the builder and compiled; one that takes
-        a structured option (a sub-space, whose loss or layers exist only when it
-        is chosen) is also trained on one batch. That is about as many
-        configurations as the largest choice has options, each option at least
-        once (not all pairs of options), so the check stays cheap. Turns the usual mistakes (wrong builder tuple, output names or label
-        keys that are not the task names, non-dataset loader results, shape
-        mismatches, a metric that will not be reported) into errors that say what
-        was expected. Then finds the modules the pickled builder and loader import
-        that Ray workers could not (a fresh Python with the workers' import path
-        looks for them): those loaded here from source travel by value, and one that
-        cannot is an ``ImportError`` naming it.
+        1. Sample a configuration, call the builder and the loader for fold 0, and
+           train and validate on one batch each, exactly as a fold does.
+        2. Build and compile more configurations until every option of every choice
+           (and grid) is taken at least once (not all pairs); one that takes a
+           structured option (a sub-space) is also trained on one batch.
+        3. Find the modules the pickled builder and loader import that Ray workers
+           could not: those loaded here from source travel by value.
+
+        The usual mistakes (a wrong builder tuple, output or label names that are
+        not the task names, a loader that returns no datasets, shape mismatches, a
+        metric that will not be reported) become errors that say what was expected.
 
         Returns
         -------
@@ -302,6 +211,8 @@ class Search:
         TypeError, ValueError
             Naming the builder, the loader or the config path at fault, and the
             options of the configuration that failed (``tasks/label/loss[1]``).
+        ImportError
+            Naming a module the workers need that cannot travel by value.
         """
         import random
 

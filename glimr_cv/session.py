@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any
 
-from .checks import check_bool, check_int, check_type
+from .checks import Bool, Instance, Int, check_int, check_type, expected, validate
 from .direction import scored_folds
 from .engine.scheduler import FoldScheduler
 from .engine.store import META_FILE, SEARCH_FILE, experiment_path, load_search, migrate, reopen_search, \
@@ -72,6 +72,12 @@ def _check_while_ray_starts(search, start_ray) -> None:
                 raise
 
 
+#: The plain arguments of :meth:`glimr_cv.Search.experiment`, checked in this order.
+_EXPERIMENT = {"num_samples": Int(1, none=True), "max_fold_trainings": Int(1, none=True),
+               "max_concurrent_trials": Int(1, none=True), "reuse_actors": Bool(), "check": Bool(),
+               "verbose": Int(0, 3), "local_dir": Instance((str, os.PathLike), "a path")}
+
+
 def start(search, local_dir: str, name: str | None = None, *, num_samples: int | None = 10,
           max_concurrent_trials: int | None = None, scheduler: Any = None, search_alg: Any = None,
           max_fold_trainings: int | None = None, check: bool = True, reuse_actors: bool = True, verbose: int = 0,
@@ -83,20 +89,14 @@ def start(search, local_dir: str, name: str | None = None, *, num_samples: int |
     from .engine.searcher import CVSearcher
     from .engine.stopping import FoldStops, check_scheduler
 
-    check_int("num_samples", num_samples, 1, allow_none=True)
-    check_int("max_fold_trainings", max_fold_trainings, 1, allow_none=True)
-    check_int("max_concurrent_trials", max_concurrent_trials, 1, allow_none=True)
-    check_bool("reuse_actors", reuse_actors)
-    check_bool("check", check)
-    check_int("verbose", verbose, 0, 3)
+    validate(_EXPERIMENT, locals())
     if num_samples is None and max_fold_trainings is None:
-        raise ValueError("num_samples: expected an int >= 1 when max_fold_trainings is None (or the search "
-                         "never ends), but got None")
+        raise ValueError(expected("num_samples", "an int >= 1 when max_fold_trainings is None (or the search "
+                                  "never ends)", None))
     check_type("search_alg", search_alg, Searcher, "a ray.tune.search.Searcher such as OptunaSearch()", allow_none=True)
     if search_alg is not None:
         check_searcher(search._parsed, search_alg)
     check_scheduler(scheduler)
-    check_type("local_dir", local_dir, (str, os.PathLike), "a path")
     name = name or datetime.datetime.now().strftime("search_%Y-%m-%d_%H-%M-%S")
     path = experiment_path(local_dir, name)
     if os.path.exists(os.path.join(path, SEARCH_FILE)):

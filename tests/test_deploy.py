@@ -338,7 +338,7 @@ def test_refit_on_given_data_for_given_epochs(tiny_run, tmp_path):
     model = tiny_run.refit(data=data, epochs=3, path=str(tmp_path / "r.keras"))
     assert int(model.optimizer.iterations.numpy()) == 3 * 4
     assert os.path.isfile(tmp_path / "r.keras")
-    with pytest.raises(ValueError, match=r"labels must be a dict keyed by the tasks \['digit'\]"):
+    with pytest.raises(ValueError, match=r"data: expected labels in a dict keyed by the tasks \['digit'\]"):
         tiny_run.refit(data=tf.data.Dataset.from_tensor_slices((x, y)).batch(50), save=False)
     with pytest.raises(ValueError, match="epochs"):
         tiny_run.refit(data=data, epochs=0, save=False)

@@ -56,7 +56,7 @@ def test_groups_never_straddle_folds(splitter):
 @pytest.mark.filterwarnings("ignore:The groups parameter is ignored")  # sklearn's own hint, also seen by users
 def test_a_splitter_that_ignores_groups_is_caught_by_the_group_check():
     x, y, groups = _data()
-    with pytest.raises(ValueError, match=r"groups: fold 0 of KFold\(.*\) has group .* in both training and validation rows"):
+    with pytest.raises(ValueError, match=r"groups: expected .*, but got fold 0 of KFold\(.*\) with group .* in both training and validation rows"):
         kfold_loader(x, {"y": y}, groups=groups, splitter=KFold(4, shuffle=True, random_state=0))
 
 
@@ -90,7 +90,8 @@ def test_folds_are_the_same_on_every_call_and_across_loaders_with_one_seed():
 
 def test_a_splitter_with_different_folds_on_each_call_is_rejected_at_construction():
     x, y, _ = _data()
-    message = ("splitter: KFold(n_splits=5, random_state=None, shuffle=True) gives different folds on each call; "
+    message = ("splitter: expected a splitter that gives the same folds on each call, but got "
+               "KFold(n_splits=5, random_state=None, shuffle=True), which gives different folds on each call; "
                "set random_state to an int (or shuffle=False) so that fold i is the same partition for every configuration")
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         kfold_loader(x, {"y": y}, splitter=KFold(shuffle=True))
@@ -103,8 +104,8 @@ def test_a_splitter_object_is_used_as_given_and_its_n_splits_must_match():
     expected = [(t, v) for t, v in splitter.split(x, y)]
     assert _same(loader.folds(4), expected)
     with pytest.raises(ValueError, match=re.escape(
-            "cv_folds: splitter StratifiedKFold(n_splits=4, random_state=7, shuffle=True) makes 4 folds, but got "
-            "cv_folds=5; pass Search(cv_folds=4) or a splitter with n_splits=5")):
+            "cv_folds: expected 4, the folds splitter StratifiedKFold(n_splits=4, random_state=7, shuffle=True) makes "
+            "(it is used as given), but got 5; pass Search(cv_folds=4) or a splitter with n_splits=5")):
         loader(16, cv_index=0, cv_folds=5)
     with pytest.raises(ValueError, match=(
             rf"splitter: GroupKFold\(n_splits=4.*\) cannot split these {N} rows: The 'groups' parameter should not be None")):
@@ -190,9 +191,9 @@ def test_dict_features_with_a_transformer_per_name():
     assert np.array_equal(np.sort(Recorder.fits[0]), loader.folds(4)[1][0])
     ids = xb["table"].numpy()[:, 0].astype(int)
     assert np.array_equal(xb["image"].numpy(), images[ids])  # inputs stay row-aligned
-    with pytest.raises(TypeError, match=r"preprocess: features is a dict, so pass a dict feature name -> transformer"):
+    with pytest.raises(TypeError, match=r"preprocess: expected a dict feature name -> transformer, as features is a dict"):
         kfold_loader({"table": x}, {"y": y}, preprocess=StandardScaler())
-    with pytest.raises(ValueError, match=r"preprocess: \['tabel'\] are not features; expected names in \['table'\]"):
+    with pytest.raises(ValueError, match=r"preprocess: expected feature names in \['table'\], but got \['tabel'\], which are not features"):
         kfold_loader({"table": x}, {"y": y}, preprocess={"tabel": StandardScaler()})
 
 
@@ -222,15 +223,15 @@ def test_argument_errors_name_the_argument_and_value():
     with pytest.raises(ValueError, match=re.escape(f"groups: expected {N} rows like features, but got 5")):
         kfold_loader(x, {"a": y}, groups=groups[:5], splitter="group")
     for splitter in ["group", "stratified_group"]:
-        with pytest.raises(ValueError, match=re.escape(f"groups: splitter='{splitter}' needs groups, one group id per row, but got None")):
+        with pytest.raises(ValueError, match=re.escape(f"groups: expected one group id per row, as splitter='{splitter}' needs groups, but got None")):
             kfold_loader(x, {"a": y}, splitter=splitter)
-    with pytest.raises(ValueError, match=r"groups: given, but splitter='kfold' ignores them"):
+    with pytest.raises(ValueError, match=r"groups: expected None, as splitter='kfold' ignores groups, but got 240 group ids"):
         kfold_loader(x, {"a": y}, groups=groups)
     with pytest.raises(ValueError, match=r"splitter: expected one of \['kfold', 'stratified', 'group', 'stratified_group'\]"):
         kfold_loader(x, {"a": y}, splitter="shuffle")
     with pytest.raises(ValueError, match=r"stratify: expected a task name in \['a'\]"):
         kfold_loader(x, {"a": y}, splitter="stratified", stratify="b")
-    with pytest.raises(ValueError, match=r"stratify: task 'v' has labels of shape \(240, 3\)"):
+    with pytest.raises(ValueError, match=r"stratify: expected one class per row .* but got task 'v' with labels of shape \(240, 3\)"):
         kfold_loader(x, {"v": np.ones((N, 3))}, splitter="stratified")
     loader = kfold_loader(x, {"a": y})
     with pytest.raises(ValueError, match=re.escape("cv_index: expected an int in [0, 4], but got 7")):

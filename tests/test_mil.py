@@ -140,7 +140,7 @@ def test_a_splitter_that_splits_a_patient_is_refused():
     from sklearn.model_selection import KFold
 
     bags, labels, patients = _bags()
-    with pytest.raises(ValueError, match=r"groups: fold 0 of KFold\(.*\) has group .* in both training and validation rows"):
+    with pytest.raises(ValueError, match=r"groups: expected .*, but got fold 0 of KFold\(.*\) with group .* in both training and validation rows"):
         kfold_bag_loader(bags, {"y": labels}, groups=patients, splitter=KFold(3, shuffle=True, random_state=0))
 
 
@@ -529,7 +529,7 @@ def test_bag_loader_errors_name_the_argument_and_value():
         kfold_bag_loader(bags, {"y": labels}, max_instances=0)
     with pytest.raises(TypeError, match=re.escape("preprocess: expected one sklearn transformer for the instances, but got a dict")):
         kfold_bag_loader(bags, {"y": labels}, preprocess={"x": StandardScaler()})
-    with pytest.raises(ValueError, match=r"groups: splitter='group' needs groups, one group id per row, but got None"):
+    with pytest.raises(ValueError, match=r"groups: expected one group id per row, as splitter='group' needs groups, but got None"):
         kfold_bag_loader(bags, {"y": labels}, splitter="group")
     with pytest.raises(ValueError, match=re.escape("i: expected an int in [0, 9], but got 10")):
         kfold_bag_loader(bags, {"y": labels}).bag(10)

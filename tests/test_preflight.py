@@ -38,14 +38,16 @@ def test_a_correct_setup_passes_and_reports_every_metric():
 def test_builder_returning_the_wrong_tuple():
     search = Search(SMALL, lambda c: builder(c)[:3], loader)
     with pytest.raises(TypeError, match=re.escape(
-            "builder: expected it to return (model, losses, loss_weights, metrics), but it returned a tuple of length 3")):
+            "builder: expected a function that returns (model, losses, loss_weights, metrics), but got one that returned "
+            "a tuple of length 3")):
         search.check()
 
 
 def test_builder_returning_a_model_alone():
     search = Search(SMALL, lambda c: builder(c)[0], loader)
     with pytest.raises(TypeError, match=re.escape(
-            "builder: expected it to return (model, losses, loss_weights, metrics), but it returned Functional")):
+            "builder: expected a function that returns (model, losses, loss_weights, metrics), but got one that returned "
+            "Functional")):
         search.check()
 
 
@@ -57,20 +59,20 @@ def test_output_names_that_are_not_the_task_names():
         return keras.Model(inputs, out), losses, weights, metrics
 
     with pytest.raises(ValueError, match=re.escape(
-            "builder: the model's outputs are named ['dense_out'], but the tasks are ['digit']; name each output "
-            "layer after its task, e.g. keras.layers.Dense(..., name='digit')")):
+            "builder: expected a model whose outputs are named after the tasks ['digit'], but got outputs named "
+            "['dense_out']; name each output layer after its task, e.g. keras.layers.Dense(..., name='digit')")):
         Search(SMALL, misnamed, loader).check()
 
 
 def test_label_keys_that_are_not_the_task_names():
     with pytest.raises(ValueError, match=re.escape(
-            "loader: train labels are keyed ['label'], but the tasks are ['digit']")):
+            "loader: expected train labels keyed by the tasks ['digit'], but got keys ['label']")):
         Search(SMALL, builder, arrays_loader(label_key="label")).check()
 
 
 def test_labels_not_keyed_by_task():
     with pytest.raises(ValueError, match=re.escape(
-            "loader: train labels must be a dict keyed by task name, e.g. {'digit': y}, but got TensorSpec")):
+            "loader: expected train labels in a dict keyed by task name, e.g. {'digit': y}, but got TensorSpec")):
         Search(SMALL, builder, arrays_loader(labels_as_dict=False)).check()
 
 
@@ -79,7 +81,8 @@ def test_loader_returning_non_datasets():
         return np.zeros((4, 64)), np.zeros(4)
 
     with pytest.raises(TypeError, match=re.escape(
-            "loader: expected it to return (train_ds, val_ds), two tf.data.Dataset, but it returned (ndarray, ndarray)")):
+            "loader: expected a function that returns (train_ds, val_ds), two tf.data.Dataset, but got one that "
+            "returned (ndarray, ndarray)")):
         Search(SMALL, builder, numpy_loader).check()
 
 
@@ -111,5 +114,5 @@ def test_preflight_can_be_switched_off(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "init_ray", lambda verbose=0, address=None: (_ for _ in ()).throw(RuntimeError("ray started")))
     with pytest.raises(RuntimeError, match="ray started"):  # got past the (skipped) preflight
         search.experiment(str(tmp_path), name="x", num_samples=1, check=False)
-    with pytest.raises(ValueError, match="loader: train labels are keyed"):
+    with pytest.raises(ValueError, match="loader: expected train labels keyed by the tasks"):
         search.experiment(str(tmp_path), name="y", num_samples=1)

@@ -72,6 +72,6 @@ def test_preflight_runs_before_ray_and_stops_a_broken_search(tmp_path):
         return train.map(lambda x, y: (x, {"label": y["digit"]})), val
 
     search = Search(h.space(epochs=1), h.digits_builder, loader, cv_folds=2)
-    with pytest.raises(ValueError, match=r"loader: train labels are keyed \['label'\], but the tasks are \['digit'\]"):
+    with pytest.raises(ValueError, match=r"loader: expected train labels keyed by the tasks \['digit'\], but got keys \['label'\]"):
         search.experiment(str(tmp_path), name="broken", num_samples=1)
     assert not os.path.exists(tmp_path / "broken")  # nothing was started or written

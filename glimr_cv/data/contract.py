@@ -28,6 +28,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..checks import expected
+
 __all__ = ["Loader", "RowLoader", "DEFAULT_FOLDS", "ROW_LOADER_MEMBERS", "check_loader", "row_loader",
            "is_row_loader", "resolve_folds"]
 
@@ -158,8 +160,8 @@ def check_loader(loader: Callable, cv_folds: int | None) -> None:
         If a loader that holds its rows cannot make ``cv_folds`` folds.
     """
     if not callable(loader):
-        raise TypeError(f"loader: expected a callable loader(**data, cv_index, cv_folds) -> (train_ds, val_ds), "
-                        f"but got {loader!r}")
+        raise TypeError(expected("loader", "a callable loader(**data, cv_index, cv_folds) -> (train_ds, val_ds)",
+                                 loader))
     if callable(getattr(loader, "folds", None)):
         # without CV the trial calls loader(batch_size) and trains on fold 0 of the default
         loader.folds(resolve_folds(cv_folds))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import check_int, expected
 from .contract import DEFAULT_FOLDS, check_loader
 
 if TYPE_CHECKING:
@@ -91,11 +91,11 @@ def _rows(name: str, value: Any) -> np.ndarray:
         kind = "an object array" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
         lengths = sorted({len(v) if not isinstance(v, np.ndarray) else (v.shape[0] if v.ndim else 0) for v in items})
         if len(lengths) == 1 and not isinstance(value, np.ndarray):
-            return (f"{name}: expected an array of rows of one shape, but got {kind} of {len(items)} arrays "
-                    "whose rows differ in shape")
+            return expected(name, "an array of rows of one shape",
+                            got=f"{kind} of {len(items)} arrays whose rows differ in shape")
         sizes = f"{lengths[0]} to {lengths[-1]} rows" if len(lengths) > 1 else f"{lengths[0]} rows each"
-        return (f"{name}: expected an array of rows of one shape, but got {kind} of {len(items)} arrays of {sizes}; "
-                "for bags of instances (multiple-instance learning) use glimr_cv.mil.kfold_bag_loader")
+        return expected(name, "an array of rows of one shape", got=f"{kind} of {len(items)} arrays of {sizes}",
+                        hint="for bags of instances (multiple-instance learning) use glimr_cv.mil.kfold_bag_loader")
 
     try:
         array = np.asarray(value)
@@ -108,7 +108,7 @@ def _rows(name: str, value: Any) -> np.ndarray:
     if message:  # arrays inside an object array would fail later, in TensorFlow, without a name
         raise ValueError(message)
     if array.ndim == 0:
-        raise ValueError(f"{name}: expected an array of rows, but got a scalar {value!r}")
+        raise ValueError(expected(name, "an array of rows", got=f"a scalar {value!r}"))
     if not (array.flags.c_contiguous or array.flags.f_contiguous):
         array = np.ascontiguousarray(array)  # Ray ships only contiguous arrays zero-copy
     return array
@@ -149,15 +149,15 @@ class KFoldLoader:
         self.n = len(named[0][1])
         if not isinstance(labels, dict):
             raise TypeError(
-                f"labels: expected a dict task name -> array, keyed like the model's outputs "
-                f"(e.g. {{'digit': y}}), but got {type(labels).__name__}"
+                expected("labels", "a dict task name -> array, keyed like the model's outputs (e.g. {'digit': y})",
+                         got=type(labels).__name__)
             )
         if not labels:
-            raise ValueError("labels: expected at least one task, but got an empty dict")
+            raise ValueError(expected("labels", "at least one task", got="an empty dict"))
         self.labels = {}
         for task, value in labels.items():
             if not isinstance(task, str):
-                raise TypeError(f"labels: task names must be str, but got {task!r}")
+                raise TypeError(expected("labels", "task names that are str", task))
             self.labels[task] = _rows(f"labels[{task!r}]", value)
         arrays = [*[(f"features[{k!r}]" if isinstance(features, dict) else k, a) for k, a in named],
                   *[(f"labels[{k!r}]", a) for k, a in self.labels.items()]]
@@ -166,39 +166,48 @@ class KFoldLoader:
             arrays.append(("groups", self.groups))
         for name, array in arrays:
             if len(array) != self.n:
-                raise ValueError(f"{name}: expected {self.n} rows like {arrays[0][0]}, but got {len(array)}")
+                raise ValueError(expected(name, f"{self.n} rows like {arrays[0][0]}", len(array)))
         if self.n < 2:
-            raise ValueError(f"features: expected at least 2 rows to make folds, but got {self.n}")
+            raise ValueError(expected("features", "at least 2 rows to make folds", self.n))
 
         if isinstance(splitter, str):
             if splitter not in _SPLITTERS:
-                raise ValueError(f"splitter: expected one of {list(_SPLITTERS)} or an sklearn splitter object, but got {splitter!r}")
+                raise ValueError(expected("splitter", f"one of {list(_SPLITTERS)} or an sklearn splitter object",
+                                          splitter))
             if "group" in splitter and self.groups is None:
-                raise ValueError(f"groups: splitter={splitter!r} needs groups, one group id per row, but got None")
+                raise ValueError(expected("groups", f"one group id per row, as splitter={splitter!r} needs groups",
+                                          None))
             if "group" not in splitter and self.groups is not None:
                 # silently ignoring groups would let a group straddle folds, the leak groups exist to stop
-                raise ValueError(f"groups: given, but splitter={splitter!r} ignores them; use 'group' or 'stratified_group'")
+                raise ValueError(expected("groups", f"None, as splitter={splitter!r} ignores groups",
+                                          got=f"{len(self.groups)} group ids",
+                                          hint="use 'group' or 'stratified_group'"))
             if stratify is not None and "stratified" not in splitter:
-                raise ValueError(f"stratify: only used by 'stratified', 'stratified_group' or a splitter object, but splitter={splitter!r}")
+                raise ValueError(expected("stratify", f"None, as splitter={splitter!r} does not stratify (only "
+                                                      "'stratified', 'stratified_group' or a splitter object do)",
+                                          got=repr(stratify) if isinstance(stratify, str) else "an array"))
         elif not (callable(getattr(splitter, "split", None)) and callable(getattr(splitter, "get_n_splits", None))):
-            raise TypeError(f"splitter: expected one of {list(_SPLITTERS)} or an sklearn splitter object "
-                            f"with split(X, y, groups) and get_n_splits, but got {splitter!r}")
+            raise TypeError(expected("splitter", f"one of {list(_SPLITTERS)} or an sklearn splitter object "
+                                                 "with split(X, y, groups) and get_n_splits", splitter))
         self.splitter = splitter
 
         if stratify is None or isinstance(stratify, str):
             # a task name, not its array: a second reference would be pickled as a second copy
             self.stratify = next(iter(self.labels)) if stratify is None else stratify
             if self.stratify not in self.labels:
-                raise ValueError(f"stratify: expected a task name in {list(self.labels)} or an array of {self.n} classes, "
-                                 f"but got {stratify!r}")
+                raise ValueError(expected("stratify",
+                                          f"a task name in {list(self.labels)} or an array of {self.n} classes",
+                                          stratify))
         else:
             self.stratify = _rows("stratify", stratify)
             if len(self.stratify) != self.n:
-                raise ValueError(f"stratify: expected {self.n} rows like {arrays[0][0]}, but got {len(self.stratify)}")
+                raise ValueError(expected("stratify", f"{self.n} rows like {arrays[0][0]}", len(self.stratify)))
         if isinstance(splitter, str) and "stratified" in splitter and self.target.ndim != 1:
             shape = (self.labels[self.stratify] if isinstance(self.stratify, str) else self.stratify).shape
-            raise ValueError(f"stratify: {self._target_name} has labels of shape {shape}; stratified folds need "
-                             "one class per row, shape (n,) or (n, 1); pass stratify= another task or an array of classes")
+            raise ValueError(expected("stratify",
+                                      "one class per row for stratified folds, labels of shape (n,) or (n, 1)",
+                                      got=f"{self._target_name} with labels of shape {shape}",
+                                      hint="pass stratify= another task or an array of classes"))
 
         self.preprocess = self._check_preprocess(preprocess)
         self.shuffle = bool(shuffle)
@@ -228,20 +237,25 @@ class KFoldLoader:
 
         if isinstance(self.features, dict):
             if not isinstance(preprocess, dict):
-                raise TypeError(f"preprocess: features is a dict, so pass a dict feature name -> transformer "
-                                f"(e.g. {{{next(iter(self.features))!r}: StandardScaler()}}), but got {preprocess!r}")
+                raise TypeError(expected("preprocess", "a dict feature name -> transformer, as features is a dict "
+                                                       f"(e.g. {{{next(iter(self.features))!r}: StandardScaler()}})",
+                                         preprocess))
             unknown = sorted(set(map(str, preprocess)) - set(self.features))
             if unknown:
-                raise ValueError(f"preprocess: {unknown} are not features; expected names in {list(self.features)}")
+                raise ValueError(expected("preprocess", f"feature names in {list(self.features)}",
+                                          got=f"{unknown}, which are not features"))
             items = {str(k): v for k, v in preprocess.items() if v is not None}
         elif isinstance(preprocess, dict):
-            raise TypeError("preprocess: a dict of transformers needs dict features; pass one transformer for array features")
+            raise TypeError(expected("preprocess",
+                                     "one transformer for array features (a dict of transformers needs dict features)",
+                                     got="a dict"))
         else:
             items = {None: preprocess}
         for key, transformer in items.items():
             name = "preprocess" if key is None else f"preprocess[{key!r}]"
             if not (callable(getattr(transformer, "fit", None)) and callable(getattr(transformer, "transform", None))):
-                raise TypeError(f"{name}: expected an sklearn transformer or Pipeline with fit and transform, but got {transformer!r}")
+                raise TypeError(expected(name, "an sklearn transformer or Pipeline with fit and transform",
+                                         transformer))
             clone(transformer)  # fails now, in the driver, if it cannot be cloned per fold
         return items if isinstance(self.features, dict) else preprocess
 
@@ -269,39 +283,45 @@ class KFoldLoader:
         same = len(first) == len(second) and all(
             np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, second))
         if not same:
-            raise ValueError(
-                f"splitter: {splitter!r} gives different folds on each call; set random_state to an int "
-                "(or shuffle=False) so that fold i is the same partition for every configuration"
-            )
+            raise ValueError(expected("splitter", "a splitter that gives the same folds on each call",
+                                      got=f"{splitter!r}, which gives different folds on each call",
+                                      hint="set random_state to an int (or shuffle=False) so that fold i is the same "
+                                           "partition for every configuration"))
         self._check_folds(first)
         self._folds[int(n_splits)] = first
 
     def _check_folds(self, folds) -> None:
         for i, (train, val) in enumerate(folds):
             if not len(train) or not len(val):
-                raise ValueError(f"splitter: fold {i} of {self.splitter!r} has {len(train)} training and {len(val)} validation rows")
+                raise ValueError(expected("splitter", "folds with training and validation rows",
+                                          got=f"fold {i} of {self.splitter!r} with {len(train)} training and "
+                                              f"{len(val)} validation rows"))
             if np.intersect1d(train, val).size:
-                raise ValueError(f"splitter: fold {i} of {self.splitter!r} puts some rows in both training and validation")
+                raise ValueError(expected("splitter", "folds that keep training and validation rows apart",
+                                          got=f"fold {i} of {self.splitter!r}, which puts some rows in both"))
             if self.groups is not None:
                 shared = np.intersect1d(self.groups[train], self.groups[val])
                 if shared.size:
-                    raise ValueError(f"groups: fold {i} of {self.splitter!r} has group {shared[0].item()!r} in both training and "
-                                     "validation rows; use a group splitter such as 'group' or GroupKFold")
+                    raise ValueError(expected("groups", "each group on one side of every fold",
+                                              got=f"fold {i} of {self.splitter!r} with group {shared[0].item()!r} in "
+                                                  "both training and validation rows",
+                                              hint="use a group splitter such as 'group' or GroupKFold"))
 
     def _check_cv_folds(self, cv_folds: int) -> None:
         # the limits of the group and stratified splitters, worded for glimr_cv (sklearn only warns about some)
         if isinstance(self.splitter, str) and "group" in self.splitter:
             n_groups = len(np.unique(self.groups))
             if cv_folds > n_groups:
-                raise ValueError(f"cv_folds: expected at most {n_groups} (the number of distinct groups) "
-                                 f"for splitter={self.splitter!r}, but got {cv_folds}")
+                raise ValueError(expected("cv_folds", f"at most {n_groups} (the number of distinct groups) "
+                                                      f"for splitter={self.splitter!r}", got=str(cv_folds)))
         if isinstance(self.splitter, str) and "stratified" in self.splitter:
             classes, counts = np.unique(self.target, return_counts=True)
             smallest = int(np.argmin(counts))
             if cv_folds > counts[smallest]:
                 raise ValueError(
-                    f"cv_folds: expected at most {counts[smallest]} (the rows of class {classes[smallest].item()!r} of "
-                    f"{self._target_name}, its smallest) for splitter={self.splitter!r}, but got {cv_folds}")
+                    expected("cv_folds",
+                             f"at most {counts[smallest]} (the rows of class {classes[smallest].item()!r} of "
+                             f"{self._target_name}, its smallest) for splitter={self.splitter!r}", got=str(cv_folds)))
 
     def folds(self, cv_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``(train_rows, val_rows)`` index arrays of each of ``cv_folds`` folds.
@@ -333,8 +353,10 @@ class KFoldLoader:
             # used as given: silently changing n_splits would change the validation size the user chose
             n_splits = splitter.get_n_splits(self._split_x(), self.target, self.groups)
             if n_splits != cv_folds:
-                raise ValueError(f"cv_folds: splitter {splitter!r} makes {n_splits} folds, but got cv_folds={cv_folds}; "
-                                 f"pass Search(cv_folds={n_splits}) or a splitter with n_splits={cv_folds}")
+                raise ValueError(expected("cv_folds", f"{n_splits}, the folds splitter {splitter!r} makes (it is used "
+                                                      "as given)", got=str(cv_folds),
+                                          hint=f"pass Search(cv_folds={n_splits}) or a splitter with "
+                                               f"n_splits={cv_folds}"))
         try:
             folds = self._split(splitter)
         except ValueError as e:
@@ -359,8 +381,8 @@ class KFoldLoader:
         if not isinstance(self.splitter, str):
             n_splits = self.splitter.get_n_splits(self._split_x(), self.target, self.groups)
             if n_splits != outer_folds:
-                raise ValueError(f"outer_folds: expected {n_splits}, the folds splitter {self.splitter!r} makes "
-                                 f"(it is used as given), but got {outer_folds}")
+                raise ValueError(expected("outer_folds", f"{n_splits}, the folds splitter {self.splitter!r} makes "
+                                                         "(it is used as given)", got=str(outer_folds)))
         try:
             return self.folds(outer_folds)
         except ValueError as e:
@@ -399,20 +421,20 @@ class KFoldLoader:
         index = np.asarray(rows)
         if index.dtype == bool:
             if index.shape != (self.n,):
-                raise ValueError(f"rows: expected a boolean mask of shape ({self.n},), but got shape {index.shape}")
+                raise ValueError(expected("rows", f"a boolean mask of shape ({self.n},)", got=f"shape {index.shape}"))
             index = np.flatnonzero(index)
         if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
-            raise TypeError(f"rows: expected a 1-D array of row indices (ints) or a boolean mask, "
-                            f"but got {index.dtype} of shape {index.shape}")
+            raise TypeError(expected("rows", "a 1-D array of row indices (ints) or a boolean mask",
+                                     got=f"{index.dtype} of shape {index.shape}"))
         index = index.astype(np.int64)
         if index.size < 2:
-            raise ValueError(f"rows: expected at least 2 rows to make folds, but got {index.size}")
+            raise ValueError(expected("rows", "at least 2 rows to make folds", index.size))
         if index.min() < 0 or index.max() >= self.n:
             bad = index[(index < 0) | (index >= self.n)][0]
-            raise ValueError(f"rows: expected indices in [0, {self.n}), but got {bad}")
+            raise ValueError(expected("rows", f"indices in [0, {self.n})", got=str(bad)))
         if np.unique(index).size != index.size:
             # a repeated row could land in training and validation of the same fold
-            raise ValueError(f"rows: expected distinct indices, but got {index.size - np.unique(index).size} repeated")
+            raise ValueError(expected("rows", "distinct indices", got=f"{index.size - np.unique(index).size} repeated"))
 
         new = copy.copy(self)
         new.features = ({k: v[index] for k, v in self.features.items()} if isinstance(self.features, dict)
@@ -452,7 +474,8 @@ class KFoldLoader:
             out = out.toarray()  # tf.data slices dense arrays only
         out = np.asarray(out)
         if out.ndim == 0 or len(out) != self.n:
-            raise ValueError(f"{name}: transform must keep the {self.n} rows, but returned shape {out.shape}")
+            raise ValueError(expected(name, f"a transform that keeps the {self.n} rows",
+                                      got=f"one that returned shape {out.shape}"))
         return out
 
     def _fold_features(self, train: np.ndarray):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_bool, check_int, check_type
+from ..checks import check_bool, check_int, check_type, expected
 from ..keras_io import check_keras_file, load_keras_model, model_inputs, model_output_names, to_numpy_outputs
 
 __all__ = ["load_keras_model", "check_keras_file", "model_inputs", "model_output_names", "to_model_input",
@@ -45,7 +45,7 @@ def same_rows(name: str, columns: dict) -> int | None:
     if len(set(rows.values())) > 1:
         got = ", ".join(f"{k!r}: " + ("a scalar" if n is None else f"{n} row{'' if n == 1 else 's'}")
                         for k, n in rows.items())
-        raise ValueError(f"{name}: expected the same number of rows for every input, but got {got}")
+        raise ValueError(expected(name, "the same number of rows for every input", got=got))
     return next(iter(rows.values()), None)
 
 
@@ -100,8 +100,8 @@ def to_model_input(model, data: Any) -> Any:
             same_rows("data", x)
             return x[next(iter(inputs))] if kind == "single" else list(x.values())
         elif kind == "single":
-            raise ValueError(f"data: the model has one input {list(inputs)}, so pass an array, not a dict keyed "
-                             f"{list(data)}")
+            raise ValueError(expected("data", f"an array, as the model has one input {list(inputs)}",
+                                      got=f"a dict keyed {list(data)}"))
         else:
             x = {k: np.asarray(v) for k, v in data.items()}
         same_rows("data", x)
@@ -112,8 +112,8 @@ def to_model_input(model, data: Any) -> Any:
             same_rows("data", dict(zip(inputs, x)))
             return x
         return np.asarray(data)
-    raise TypeError(f"data: expected a NumPy array, a dict of arrays, a pandas DataFrame or a tf.data.Dataset, "
-                    f"but got {type(data).__name__}")
+    raise TypeError(expected("data", "a NumPy array, a dict of arrays, a pandas DataFrame or a tf.data.Dataset",
+                             got=type(data).__name__))
 
 
 def _named(x: Any, names: list) -> dict:
@@ -497,14 +497,13 @@ def predict_ray(model_path: str | os.PathLike, dataset: Any, batch_size: int = 2
     check_bool("allow_nan", allow_nan)
     if not (feature_columns is None or isinstance(feature_columns, str) or
             (isinstance(feature_columns, (list, tuple)) and all(isinstance(c, str) for c in feature_columns))):
-        raise TypeError(f"feature_columns: expected a column name, a list of column names or None, but got "
-                        f"{feature_columns!r}")
+        raise TypeError(expected("feature_columns", "a column name, a list of column names or None", feature_columns))
     keep = [keep_columns] if isinstance(keep_columns, str) else keep_columns
     if not (keep is None or (isinstance(keep, (list, tuple)) and all(isinstance(c, str) for c in keep))):
-        raise TypeError(f"keep_columns: expected a list of column names or None, but got {keep_columns!r}")
+        raise TypeError(expected("keep_columns", "a list of column names or None", keep_columns))
     predictor = BatchPredictor if predictor is None else predictor
     if not (isinstance(predictor, type) and issubclass(predictor, BatchPredictor)):
-        raise TypeError(f"predictor: expected a subclass of glimr_cv.deploy.BatchPredictor, but got {predictor!r}")
+        raise TypeError(expected("predictor", "a subclass of glimr_cv.deploy.BatchPredictor", predictor))
     columns = _dataset_columns(dataset)
     if columns is not None:
         _check_columns(columns, feature_columns, list(keep or []), _named_inputs(config))

@@ -15,6 +15,7 @@ import os
 import warnings
 from typing import Any, Sequence
 
+from ..checks import expected
 from ..keras_io import input_structure, named_outputs
 
 __all__ = ["fold_ensemble", "best_ensemble", "export_ensemble"]
@@ -70,10 +71,10 @@ def fold_ensemble(models: Sequence, name: str = "fold_ensemble"):
 
     models = list(models)
     if not models:
-        raise ValueError("fold_ensemble: expected at least one model, but got none")
+        raise ValueError(expected("fold_ensemble", "at least one model", got="none"))
     for i, model in enumerate(models):
         if not isinstance(model, keras.Model):
-            raise TypeError(f"fold_ensemble: models[{i}]: expected a keras.Model, but got {type(model).__name__}")
+            raise TypeError(expected(f"fold_ensemble: models[{i}]", "a keras.Model", got=type(model).__name__))
     structure = _input_structure(models[0])
     inputs = _new_inputs(structure)
     per_fold = []
@@ -106,7 +107,7 @@ def _config_id(results, config_id: int | None) -> int:
     if cid is None:
         raise ValueError("no configuration is complete, so there is no best configuration; pass config_id")
     if cid not in results.configs:
-        raise ValueError(f"config_id: expected one of {sorted(results.configs)}, but got {config_id!r}")
+        raise ValueError(expected("config_id", f"one of {sorted(results.configs)}", config_id))
     lost = results.folds[(results.folds["config_id"] == cid) & (results.folds["status"] == "lost")]
     if len(lost):  # an ensemble of the folds left would not be the configuration CV scored
         raise ValueError(f"config_id={cid}: fold {int(lost['fold'].iloc[0])} is lost ({lost['error'].iloc[0]}); "
@@ -157,7 +158,7 @@ def export_ensemble(results, path: str | os.PathLike | None = None, config_id: i
     """
     path = os.path.join(results.path, "ensemble.keras") if path is None else os.fspath(path)
     if not path.endswith(".keras"):
-        raise ValueError(f"path: expected a file name ending in .keras, but got {path!r}")
+        raise ValueError(expected("path", "a file name ending in .keras", path))
     model = best_ensemble(results, config_id)
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)

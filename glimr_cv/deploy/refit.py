@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_bool, check_int, check_type
+from ..checks import check_bool, check_int, check_type, expected
 
 __all__ = ["refit_config", "refit_epochs", "full_data"]
 
@@ -50,11 +50,11 @@ def _check_dataset(data: Any, tasks: list) -> None:
     check_type("data", data, tf.data.Dataset, "a tf.data.Dataset of (features, {task: labels}) batches, or None")
     element = data.element_spec
     if not isinstance(element, tuple) or len(element) < 2:
-        raise ValueError(f"data: elements must be (features, labels) pairs, but got {element}")
+        raise ValueError(expected("data", "elements that are (features, labels) pairs", got=str(element)))
     labels = element[1]
     if not isinstance(labels, dict) or sorted(labels) != sorted(tasks):
         got = sorted(labels) if isinstance(labels, dict) else type(labels).__name__
-        raise ValueError(f"data: labels must be a dict keyed by the tasks {sorted(tasks)}, but got {got}")
+        raise ValueError(expected("data", f"labels in a dict keyed by the tasks {sorted(tasks)}", got=str(got)))
 
 
 def refit_config(results, data: Any = None, epochs: int | None = None, path: str | os.PathLike | None = None,
@@ -113,7 +113,7 @@ def refit_config(results, data: Any = None, epochs: int | None = None, path: str
     params = results.model_config(cid)
     path = os.path.join(results.path, "refit.keras") if path is None else os.fspath(path)
     if save and not path.endswith(".keras"):
-        raise ValueError(f"path: expected a file name ending in .keras, but got {path!r}")
+        raise ValueError(expected("path", "a file name ending in .keras", path))
     epochs = refit_epochs(results.folds, cid) if epochs is None else check_int("epochs", epochs, 1)
     check_int("verbose", verbose, 0, 2)
     check_bool("save", save)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_bool, check_choice, check_int, check_number, check_type
+from ..checks import check_bool, check_choice, check_int, check_number, check_type, expected
 
 __all__ = ["serve", "ModelServer", "RequestError", "parse_request", "expected_request", "jsonable", "scan_json",
            "max_depth", "connect_ray"]
@@ -190,15 +190,16 @@ def check_finite(array: np.ndarray, where: Callable[[int], str], allow_nan: bool
     else:
         hint = "; infinities are refused (a JSON number beyond ±1.8e308, such as 1e400, reads as Infinity)"
     also = f"; {len(rows)} rows hold such values: {_rows_text(rows)}" if len(rows) > 1 else ""
-    raise RequestError(400, f"{_at(where, first)}: expected a finite number{' or NaN' if allow_nan else ''}, as in "
-                            f"{example}, but got {_json_text(value)}{hint}{also}")
+    raise RequestError(400, expected(_at(where, first),
+                                     f"a finite number{' or NaN' if allow_nan else ''}, as in {example}",
+                                     got=f"{_json_text(value)}{hint}{also}"))
 
 
 def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, example: str,
              where: Callable[[int], str], allow_nan: bool = False, bool_or_null: bool = True) -> np.ndarray:
     """The rows ``value`` of one input as an array of the input's dtype, or a 400 naming where and what."""
     if not isinstance(value, list):
-        raise RequestError(400, f"{name}: expected a list of rows, as in {example}, but got {type(value).__name__}")
+        raise RequestError(400, expected(name, f"a list of rows, as in {example}", got=type(value).__name__))
     if not value:  # no rows (the caller says whether that is allowed)
         return np.zeros((0, *(d or 0 for d in (shape or ()))), dtype=dtype or "float32")
 
@@ -206,9 +207,9 @@ def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, exam
         found = _first(value, lambda v: not (type(v) in (int, float) or (v is None and allow_nan)))
         if found is not None:
             path, item = found
-            raise RequestError(400, f"{_at(where, path)}: expected numbers, as in {example}, but got "
-                                    f"{_json_text(item)}" + ("" if item is not None else
-                                                             " (null: this endpoint refuses missing values)"))
+            raise RequestError(400, expected(_at(where, path), f"numbers, as in {example}",
+                                             got=_json_text(item) + ("" if item is not None else
+                                                                     " (null: this endpoint refuses missing values)")))
 
     if bool_or_null:
         not_a_number()
@@ -231,25 +232,28 @@ def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, exam
                         f"has shape {_shape_text(got)}, {where(0)} has {_shape_text(first)}")
                 raise RequestError(400, f"{name}: expected rows of one shape {_shape_text(shape) if shape else ''}, "
                                         f"as in {example}, but the rows differ in length: {where(i)} {what}") from None
-        raise RequestError(400, f"{name}: expected rows of one shape {_shape_text(shape) if shape else ''}, as in "
-                                f"{example}, but got rows NumPy cannot stack") from None
+        raise RequestError(400, expected(name,
+                                         f"rows of one shape {_shape_text(shape) if shape else ''}, as in {example}",
+                                         got="rows NumPy cannot stack")) from None
     if array.dtype == object:  # numbers NumPy keeps as objects: null (when allowed), integers beyond int64
         not_a_number()
         try:
             array = np.asarray(value, dtype=np.float64)  # null -> NaN
         except OverflowError:
             path, item = _first(value, lambda v: type(v) is int and abs(v) > sys.float_info.max)
-            raise RequestError(400, f"{_at(where, path)}: expected a finite number, as in {example}, but got an "
-                                    f"integer of {len(str(abs(item)))} digits (beyond ±1.8e308)") from None
+            raise RequestError(400, expected(_at(where, path), f"a finite number, as in {example}",
+                                             got=f"an integer of {len(str(abs(item)))} digits "
+                                                 "(beyond ±1.8e308)")) from None
     if array.dtype.kind not in "iuf":
         not_a_number()
-        raise RequestError(400, f"{name}: expected numbers, as in {example}, but got non-numeric values "
-                                f"(such as strings or null)")
+        raise RequestError(400, expected(name, f"numbers, as in {example}",
+                                         got="non-numeric values (such as strings or null)"))
     if shape is not None:
         got = array.shape[1:]
         if array.ndim != len(shape) + 1 or any(e is not None and e != g for e, g in zip(shape, got)):
-            raise RequestError(400, f"{name}: expected a list of rows of shape {_shape_text(shape)}, as in {example}, "
-                                    f"but got {_count(array.shape[0] if array.ndim else 0, 'row')} of shape {_shape_text(got)}")
+            raise RequestError(400, expected(name, f"a list of rows of shape {_shape_text(shape)}, as in {example}",
+                                             got=f"{_count(array.shape[0] if array.ndim else 0, 'row')} of shape "
+                                                 f"{_shape_text(got)}"))
     check_finite(array, where, allow_nan, example)
     target = np.dtype(dtype or "float32")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -258,13 +262,13 @@ def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, exam
         overflow = np.isinf(out) & np.isfinite(array)
         if overflow.any():
             first = np.argwhere(overflow)[0]
-            raise RequestError(400, f"{_at(where, first)}: expected a number within {target.name}'s range "
-                                    f"(±{np.finfo(target).max:.3g}), as in {example}, but got "
-                                    f"{_json_text(float(array[tuple(first)]))}")
+            raise RequestError(400, expected(_at(where, first), f"a number within {target.name}'s range "
+                                                                f"(±{np.finfo(target).max:.3g}), as in {example}",
+                                             got=_json_text(float(array[tuple(first)]))))
     elif target.kind in "iu" and array.dtype.kind == "f" and np.isnan(array).any():
         first = np.argwhere(np.isnan(array))[0]
-        raise RequestError(400, f"{_at(where, first)}: expected an integer (the input is {target.name}), as in "
-                                f"{example}, but got NaN")
+        raise RequestError(400, expected(_at(where, first), f"an integer (the input is {target.name}), as in {example}",
+                                         got="NaN"))
     return out
 
 
@@ -307,11 +311,11 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int, allow_nan
         raise RequestError(400, f"request body: expected JSON such as {example}, but it is not valid JSON "
                                 f"({err})") from None
     if not isinstance(payload, dict):
-        raise RequestError(400, f"request body: expected a JSON object such as {example}, but got a "
-                                f"{type(payload).__name__}")
+        raise RequestError(400, expected("request body", f"a JSON object such as {example}",
+                                         got=f"a {type(payload).__name__}"))
     if set(payload) != {INSTANCES}:
-        raise RequestError(400, f"request body: expected exactly the key {INSTANCES!r}, as in {example}, but got "
-                                f"keys {sorted(payload)}")
+        raise RequestError(400, expected("request body", f"exactly the key {INSTANCES!r}, as in {example}",
+                                         got=f"keys {sorted(payload)}"))
     instances = payload[INSTANCES]
 
     named = kind in ("dict", "list")
@@ -319,21 +323,22 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int, allow_nan
     if as_rows:
         for i, row in enumerate(instances):  # rows of named inputs -> columns
             if set(row) != set(inputs):
-                raise RequestError(400, f"{INSTANCES}[{i}]: expected the inputs {list(inputs)}, as in {example}, "
-                                        f"but got keys {sorted(row)}")
+                raise RequestError(400, expected(f"{INSTANCES}[{i}]", f"the inputs {list(inputs)}, as in {example}",
+                                                 got=f"keys {sorted(row)}"))
         if len(instances) > max_rows:
-            raise RequestError(413, f"{INSTANCES}: at most {max_rows} rows per request, but got {len(instances)}")
+            raise RequestError(413, expected(INSTANCES, f"at most {max_rows} rows per request", len(instances)))
         instances = {n: [row[n] for row in instances] for n in inputs}
     if named:
         if not isinstance(instances, dict):
-            raise RequestError(400, f"{INSTANCES}: the model takes the named inputs {list(inputs)}, so expected rows "
-                                    f"of named inputs, as in {example}, but got {type(instances).__name__}")
+            raise RequestError(400, expected(INSTANCES, f"rows of named inputs (the model takes the named inputs "
+                                                        f"{list(inputs)}), as in {example}",
+                                             got=type(instances).__name__))
         if set(instances) != set(inputs):
-            raise RequestError(400, f"{INSTANCES}: expected the inputs {list(inputs)}, as in {example}, but got keys "
-                                    f"{sorted(instances)}")
+            raise RequestError(400, expected(INSTANCES, f"the inputs {list(inputs)}, as in {example}",
+                                             got=f"keys {sorted(instances)}"))
         for n, column in instances.items():
             if isinstance(column, list) and len(column) > max_rows:
-                raise RequestError(413, f"{INSTANCES}: at most {max_rows} rows per request, but got {len(column)}")
+                raise RequestError(413, expected(INSTANCES, f"at most {max_rows} rows per request", len(column)))
 
         def where_of(n: str) -> Callable[[int], str]:
             if as_rows:
@@ -344,16 +349,16 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int, allow_nan
                               bool_or_null) for n in inputs}
         rows = {len(a) for a in arrays.values()}
         if len(rows) != 1:
-            raise RequestError(400, f"{INSTANCES}: expected the same number of rows for every input, but got "
-                                    f"{ {n: len(a) for n, a in arrays.items()} }")
+            raise RequestError(400, expected(INSTANCES, "the same number of rows for every input",
+                                             {n: len(a) for n, a in arrays.items()}))
         if rows == {0}:
-            raise RequestError(400, f"{INSTANCES}: expected at least one row, as in {example}")
+            raise RequestError(400, expected(INSTANCES, f"at least one row, as in {example}", got="none"))
         return arrays if kind == "dict" else [arrays[n] for n in inputs]
 
     if isinstance(instances, list) and len(instances) > max_rows:
-        raise RequestError(413, f"{INSTANCES}: at most {max_rows} rows per request, but got {len(instances)}")
+        raise RequestError(413, expected(INSTANCES, f"at most {max_rows} rows per request", len(instances)))
     if isinstance(instances, list) and not instances:
-        raise RequestError(400, f"{INSTANCES}: expected at least one row, as in {example}")
+        raise RequestError(400, expected(INSTANCES, f"at least one row, as in {example}", got="none"))
     shape, dtype = next(iter(inputs.values())) if inputs else (None, None)
     return _numeric(INSTANCES, instances, shape, dtype, example, lambda i: f"{INSTANCES}[{i}]", allow_nan,
                     bool_or_null)
@@ -572,7 +577,7 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     check_int("port", port, 1, 65535)
     check_type("route_prefix", route_prefix, str, "a path such as '/' or '/digits'")
     if not route_prefix.startswith("/"):
-        raise ValueError(f"route_prefix: expected a path starting with '/', but got {route_prefix!r}")
+        raise ValueError(expected("route_prefix", "a path starting with '/'", route_prefix))
     check_int("max_batch_rows", max_batch_rows, 1)
     check_int("max_body_bytes", max_body_bytes, 1)
     check_int("num_replicas", num_replicas, 1)

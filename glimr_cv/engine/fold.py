@@ -13,6 +13,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ..checks import expected
+
 __all__ = ["TrialSpec", "fold_seed", "build_model", "load_fold", "validation_report", "preflight", "fold_objects",
            "fit_fold_objects", "fold_tasks", "fit_to_labels", "fit_to_fold"]
 
@@ -52,23 +54,25 @@ def _check_built(built: Any, tasks: list) -> tuple:
 
     if not isinstance(built, tuple) or len(built) != 4:
         got = f"a tuple of length {len(built)}" if isinstance(built, tuple) else type(built).__name__
-        raise TypeError(f"builder: expected it to return {_BUILDER_RESULT}, but it returned {got}")
+        raise TypeError(expected("builder", f"a function that returns {_BUILDER_RESULT}",
+                                 got=f"one that returned {got}"))
     model, losses, loss_weights, metrics = built
     if not isinstance(model, keras.Model):
-        raise TypeError(f"builder: expected a keras.Model as the first element, but got {type(model).__name__}")
+        raise TypeError(expected("builder", "a keras.Model as the first element", got=type(model).__name__))
     names = None
     if model.built:  # a subclassed model makes its outputs in fit
         output = getattr(model, "output", None)
         # dict outputs are keyed by task, whatever layer made them (a nested model, say)
         names = list(output) if isinstance(output, dict) else getattr(model, "output_names", None)
     if names is not None and sorted(names) != sorted(tasks):
-        raise ValueError(
-            f"builder: the model's outputs are named {sorted(names)}, but the tasks are {sorted(tasks)}; "
-            f"name each output layer after its task, e.g. keras.layers.Dense(..., name={tasks[0]!r})"
-        )
+        raise ValueError(expected("builder", f"a model whose outputs are named after the tasks {sorted(tasks)}",
+                                  got=f"outputs named {sorted(names)}",
+                                  hint=f"name each output layer after its task, e.g. keras.layers.Dense(..., "
+                                       f"name={tasks[0]!r})"))
     for what, value in (("losses", losses), ("loss_weights", loss_weights), ("metrics", metrics)):
         if isinstance(value, dict) and not set(value) <= set(tasks):
-            raise ValueError(f"builder: {what} are keyed {sorted(value)}, but the tasks are {sorted(tasks)}")
+            raise ValueError(expected("builder", f"{what} keyed by the tasks {sorted(tasks)}",
+                                      got=f"{what} keyed {sorted(value)}"))
     return built
 
 
@@ -215,18 +219,22 @@ def load_fold(params: dict, spec: TrialSpec, fold: int) -> tuple[Any, Any]:
     loaded = spec.loader(**kwargs)
     if not isinstance(loaded, tuple) or len(loaded) != 2 or not all(isinstance(d, tf.data.Dataset) for d in loaded):
         got = f"({', '.join(type(d).__name__ for d in loaded)})" if isinstance(loaded, tuple) else type(loaded).__name__
-        raise TypeError(f"loader: expected it to return (train_ds, val_ds), two tf.data.Dataset, but it returned {got}")
+        raise TypeError(expected("loader", "a function that returns (train_ds, val_ds), two tf.data.Dataset",
+                                 got=f"one that returned {got}"))
     tasks = spec.task_names
     for split, ds in zip(("train", "validation"), loaded):
         element = ds.element_spec
         if not isinstance(element, tuple) or len(element) < 2:
-            raise ValueError(f"loader: {split} elements must be (features, labels) pairs, but got {element}")
+            raise ValueError(expected("loader", f"{split} elements that are (features, labels) pairs",
+                                      got=str(element)))
         labels = element[1]
         if not isinstance(labels, dict):
-            raise ValueError(f"loader: {split} labels must be a dict keyed by task name, e.g. {{{tasks[0]!r}: y}}, "
-                             f"but got {type(labels).__name__}")
+            raise ValueError(expected("loader",
+                                      f"{split} labels in a dict keyed by task name, e.g. {{{tasks[0]!r}: y}}",
+                                      got=type(labels).__name__))
         if sorted(labels) != sorted(tasks):
-            raise ValueError(f"loader: {split} labels are keyed {sorted(labels)}, but the tasks are {sorted(tasks)}")
+            raise ValueError(expected("loader", f"{split} labels keyed by the tasks {sorted(tasks)}",
+                                      got=f"keys {sorted(labels)}"))
     return loaded
 
 

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
+from ..checks import expected
 from ..direction import Direction
 from .racing import EpochRule, orient
 from .scheduler import DONE, NEW, WAIT, FoldScheduler, Run
@@ -39,8 +40,8 @@ def _lookup(source, name: str, missing: Any) -> Callable[[int, int], Any]:
                 return missing
 
         return table
-    raise TypeError(f"{name}: expected a callable (config_id, fold) -> value, a mapping keyed by (config_id, fold) "
-                    f"or a table of rows by config_id, but got {type(source).__name__}")
+    raise TypeError(expected(name, "a callable (config_id, fold) -> value, a mapping keyed by (config_id, fold) or a "
+                                   "table of rows by config_id", got=type(source).__name__))
 
 
 class Replay:
@@ -125,14 +126,14 @@ class Replay:
     def __init__(self, scheduler: FoldScheduler, score, slots: int = 1, pending: int = 0, seconds=None,
                  curves=None, epoch_rule: EpochRule | None = None):
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
-            raise ValueError(f"slots: expected an int >= 1, but got {slots!r}")
+            raise ValueError(expected("slots", "an int >= 1", slots))
         if not isinstance(pending, int) or isinstance(pending, bool) or pending < 0:
-            raise ValueError(f"pending: expected an int >= 0, but got {pending!r}")
+            raise ValueError(expected("pending", "an int >= 0", pending))
         if epoch_rule is not None and not isinstance(epoch_rule, EpochRule):
-            raise TypeError(f"epoch_rule: expected an EpochRule or None, but got {type(epoch_rule).__name__}")
+            raise TypeError(expected("epoch_rule", "an EpochRule or None", got=type(epoch_rule).__name__))
         if epoch_rule is not None and curves is None:
-            raise ValueError(f"epoch_rule: expected None without curves (the rule stops folds by their curves), "
-                             f"but got {epoch_rule!r}")
+            raise ValueError(expected("epoch_rule", "None without curves (the rule stops folds by their curves)",
+                                      epoch_rule))
         self.scheduler = scheduler
         self.slots = slots
         self.max_pending = pending

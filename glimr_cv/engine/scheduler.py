@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice, check_int, expected
 from ..direction import Direction
 from .racing import RacingRule
 
@@ -472,7 +472,7 @@ class FoldScheduler:
         """Run a failed configuration's unfinished folds again (a resumed search, its cause fixed)."""
         c = self.configs[config_id]
         if c.status != "failed":
-            raise ValueError(f"config_id: expected a failed configuration, but {config_id} is {c.status}")
+            raise ValueError(expected("config_id", "a failed configuration", got=f"{config_id}, which is {c.status}"))
         c.todo = [f for f in range(self.cv_folds) if f not in c.scores and f not in c.running]
         c.skipped = 0
         c.status, c.error = "running", None

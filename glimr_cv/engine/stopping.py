@@ -103,8 +103,9 @@ def check_scheduler(scheduler: Any) -> Any:
     }
     for kind, why in refused.items():
         if isinstance(scheduler, kind):
-            raise ValueError(f"scheduler: expected a scheduler that only stops trials (ASHAScheduler, "
-                             f"MedianStoppingRule, FIFOScheduler), but got {type(scheduler).__name__}: {why}")
+            raise ValueError(expected("scheduler",
+                                      "a scheduler that only stops trials (ASHAScheduler, MedianStoppingRule, "
+                                      "FIFOScheduler)", got=f"{type(scheduler).__name__}: {why}"))
     return scheduler
 
 

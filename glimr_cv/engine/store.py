@@ -33,6 +33,7 @@ import posixpath
 import re
 from typing import Any, Callable
 
+from ..checks import expected
 from ..space.notation import iter_leaves
 from .quiet import redirected_stderr
 
@@ -95,8 +96,9 @@ def _fs(path: str):
         try:
             return pyarrow.fs.FileSystem.from_uri(path)
         except Exception as err:  # ArrowInvalid: a scheme pyarrow cannot open; OSError: storage it cannot reach
-            raise ValueError(f"local_dir: expected a local path or a URI that pyarrow.fs can open (s3://, gs://, "
-                             f"file://, ...), but got {path!r} ({type(err).__name__}: {err})") from None
+            raise ValueError(expected("local_dir",
+                                      "a local path or a URI that pyarrow.fs can open (s3://, gs://, file://, ...)",
+                                      got=f"{path!r} ({type(err).__name__}: {err})")) from None
     return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
 
 

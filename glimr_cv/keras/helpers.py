@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 
+from ..checks import expected
 from ..space.sections import OPTIMIZERS, loss_weight, task_metrics
 
 __all__ = ["keras_losses", "keras_metrics", "keras_optimizer", "FunctionLoss"]
@@ -31,7 +32,7 @@ def _instantiate(obj: Any, kwargs: dict, name: str | None, path: str, kind: str)
                 return keras.metrics.MeanMetricWrapper(obj, name=name, **kwargs)
             return FunctionLoss(obj, name=name, **kwargs) if kwargs else obj
         return obj  # an already built Loss or Metric instance
-    raise TypeError(f"{path}: expected a Keras {kind} class, function or name, but got {obj!r}")
+    raise TypeError(expected(path, f"a Keras {kind} class, function or name", obj))
 
 
 @keras.saving.register_keras_serializable(package="glimr_cv")

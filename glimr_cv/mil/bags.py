@@ -53,39 +53,40 @@ def pack_bags(bags: Any, bag_sizes: Any = None) -> tuple[np.ndarray, np.ndarray]
     if bag_sizes is not None:
         sizes = np.asarray(bag_sizes)
         if sizes.ndim != 1 or not (np.issubdtype(sizes.dtype, np.integer) or sizes.size == 0):
-            raise TypeError(f"bag_sizes: expected a 1-D array of ints, one per bag, but got {_describe(sizes)}")
+            raise TypeError(expected("bag_sizes", "a 1-D array of ints, one per bag", got=_describe(sizes)))
         if (sizes < 1).any():
             i = int(np.flatnonzero(sizes < 1)[0])
-            raise ValueError(f"bag_sizes[{i}]: expected an int >= 1 (a bag holds at least one instance), "
-                             f"but got {sizes[i].item()}")
+            raise ValueError(expected(f"bag_sizes[{i}]", "an int >= 1 (a bag holds at least one instance)",
+                                      sizes[i].item()))
         if isinstance(bags, (list, tuple)) or not hasattr(bags, "shape"):
-            raise TypeError(f"bags: expected one array of all instances, bag after bag, when bag_sizes is given, "
-                            f"but got {_describe(bags)}")
+            raise TypeError(expected("bags", "one array of all instances, bag after bag, when bag_sizes is given",
+                                     got=_describe(bags)))
         instances = _instances("bags", np.asarray(bags))
         if sizes.sum() != len(instances):
-            raise ValueError(f"bag_sizes: expected sizes that add up to the {len(instances)} instances of bags, "
-                             f"but got {len(sizes)} sizes that add up to {int(sizes.sum())}")
+            raise ValueError(expected("bag_sizes", f"sizes that add up to the {len(instances)} instances of bags",
+                                      got=f"{len(sizes)} sizes that add up to {int(sizes.sum())}"))
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         return instances, offsets
 
     if isinstance(bags, np.ndarray) and bags.dtype != object:
         # (n, n_i, ...) could as well be all instances with bag_sizes forgotten: refuse to guess
-        raise TypeError(f"bags: expected a list of arrays, one (n_i, ...) array of instances per bag, or one array "
-                        f"of all instances with bag_sizes=, but got {_describe(bags)} and bag_sizes=None; "
-                        "for bags of equal size pass list(bags)")
+        raise TypeError(expected("bags", "a list of arrays, one (n_i, ...) array of instances per bag, or one array "
+                                         "of all instances with bag_sizes=",
+                                 got=f"{_describe(bags)} and bag_sizes=None",
+                                 hint="for bags of equal size pass list(bags)"))
     if not isinstance(bags, (list, tuple, np.ndarray)):
-        raise TypeError(f"bags: expected a list of arrays, one (n_i, ...) array of instances per bag, "
-                        f"but got {_describe(bags)}")
+        raise TypeError(expected("bags", "a list of arrays, one (n_i, ...) array of instances per bag",
+                                 got=_describe(bags)))
     items = list(bags.ravel()) if isinstance(bags, np.ndarray) else list(bags)
     arrays = []
     for i, bag in enumerate(items):
         array = _instances(f"bags[{i}]", bag)
         if arrays and array.shape[1:] != arrays[0].shape[1:]:
-            raise ValueError(f"bags[{i}]: expected instances of shape {arrays[0].shape[1:]} like bags[0], "
-                             f"but got {array.shape[1:]}")
+            raise ValueError(expected(f"bags[{i}]", f"instances of shape {arrays[0].shape[1:]} like bags[0]",
+                                      array.shape[1:]))
         arrays.append(array)
     if not arrays:
-        raise ValueError("bags: expected at least 2 bags to make folds, but got 0")
+        raise ValueError(expected("bags", "at least 2 bags to make folds", 0))
     sizes = np.array([len(a) for a in arrays], dtype=np.int64)
     # one array, not a list of them: Ray then ships one buffer, zero-copy, however many bags there are
     instances = np.ascontiguousarray(np.concatenate(arrays))
@@ -97,14 +98,14 @@ def _instances(name: str, value: Any) -> np.ndarray:
     try:
         array = np.asarray(value)
     except ValueError:
-        raise ValueError(f"{name}: expected an (n_i, ...) array of instances of one shape, "
-                         f"but got {_describe(value)} whose instances differ in shape") from None
+        raise ValueError(expected(name, "an (n_i, ...) array of instances of one shape",
+                                  got=f"{_describe(value)} whose instances differ in shape")) from None
     if array.ndim == 0:
-        raise ValueError(f"{name}: expected an (n_i, ...) array of instances, but got a scalar {value!r}")
+        raise ValueError(expected(name, "an (n_i, ...) array of instances", got=f"a scalar {value!r}"))
     if not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"{name}: expected instances of numbers, but got {_describe(array)}")
+        raise TypeError(expected(name, "instances of numbers", got=_describe(array)))
     if len(array) == 0:
-        raise ValueError(f"{name}: expected a bag of at least 1 instance, but got {_describe(array)}")
+        raise ValueError(expected(name, "a bag of at least 1 instance", got=_describe(array)))
     return np.ascontiguousarray(array)
 
 
@@ -212,7 +213,7 @@ def bag_rows(n: int, labels: Any, groups: Any = None, splitter: Any = None, shuf
         named.append(("stratify", stratify))
     for name, array in named:
         if len(array) != n:
-            raise ValueError(f"{name}: expected {n} rows, one per bag, but got {len(array)}")
+            raise ValueError(expected(name, f"{n} rows, one per bag", len(array)))
     index = np.arange(n, dtype=np.int64)
     if survival is None:
         return KFoldLoader(index, labels, groups=groups, splitter="kfold" if splitter is None else splitter,
@@ -228,8 +229,9 @@ def bag_rows(n: int, labels: Any, groups: Any = None, splitter: Any = None, shuf
                          f"stratify={'an array' if stratify is not None else None}")
     y = np.asarray(labels[survival])
     if y.ndim != 2 or y.shape[1] != 2:
-        raise ValueError(f"labels[{survival!r}]: expected survival labels of shape ({n}, 2), time and event "
-                         f"(glimr_cv.survival.survival_labels), but got shape {y.shape}")
+        raise ValueError(expected(f"labels[{survival!r}]",
+                                  f"survival labels of shape ({n}, 2), time and event "
+                                  "(glimr_cv.survival.survival_labels)", got=f"shape {y.shape}"))
     others = {k: v for k, v in labels.items() if k != survival}
     return SurvivalKFoldLoader(index, y[:, 0], y[:, 1], task=survival, labels=others, groups=groups, shuffle=shuffle,
                                seed=seed, val_batch_size=val_batch_size, time_bins=time_bins)
@@ -321,7 +323,7 @@ class BagKFoldLoader(BagFolds):
         self.offsets.setflags(write=False)
         self.n = len(self.offsets) - 1
         if self.n < 2:
-            raise ValueError(f"bags: expected at least 2 bags to make folds, but got {self.n}")
+            raise ValueError(expected("bags", "at least 2 bags to make folds", self.n))
         self.rows = bag_rows(self.n, labels, groups=groups, splitter=splitter, shuffle=shuffle, seed=seed,
                              val_batch_size=val_batch_size, stratify=stratify, survival=survival, time_bins=time_bins)
         self.preprocess = self._check_preprocess(preprocess)
@@ -335,10 +337,10 @@ class BagKFoldLoader(BagFolds):
         from sklearn.base import clone
 
         if isinstance(preprocess, dict):
-            raise TypeError("preprocess: expected one sklearn transformer for the instances, but got a dict")
+            raise TypeError(expected("preprocess", "one sklearn transformer for the instances", got="a dict"))
         if not (callable(getattr(preprocess, "fit", None)) and callable(getattr(preprocess, "transform", None))):
-            raise TypeError(f"preprocess: expected an sklearn transformer or Pipeline with fit and transform, "
-                            f"but got {preprocess!r}")
+            raise TypeError(expected("preprocess", "an sklearn transformer or Pipeline with fit and transform",
+                                     preprocess))
         clone(preprocess)  # fails now, in the driver, if it cannot be cloned per fold
         return preprocess
 
@@ -395,8 +397,8 @@ class BagKFoldLoader(BagFolds):
             out = out.toarray()  # tf.data slices dense arrays only
         out = np.asarray(out)
         if out.ndim != 2 or len(out) != len(instances):
-            raise ValueError(f"preprocess: expected transform to keep the {len(instances)} instances as rows, "
-                             f"but it returned shape {out.shape}")
+            raise ValueError(expected("preprocess", f"a transform that keeps the {len(instances)} instances as rows",
+                                      got=f"one that returned shape {out.shape}"))
         shape = self.instances.shape[1:]
         return out.reshape(len(out), *shape) if out.shape[1] == int(np.prod(shape)) else out
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..checks import check_int
+from ..checks import check_int, expected
 
 __all__ = ["DigitBags", "digit_bags", "SPACE", "builder"]
 
@@ -85,7 +85,7 @@ def digit_bags(n_bags: int = 100, target: int = 9, min_size: int = 3, max_size: 
     check_int("max_bags_per_patient", max_bags_per_patient, 1)
     check_int("seed", seed, 0)
     if isinstance(positives, bool) or not isinstance(positives, (int, float)) or not 0 <= positives <= 1:
-        raise ValueError(f"positives: expected a probability in [0, 1], but got {positives!r}")
+        raise ValueError(expected("positives", "a probability in [0, 1]", positives))
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
@@ -99,8 +99,8 @@ def digit_bags(n_bags: int = 100, target: int = 9, min_size: int = 3, max_size: 
     for is_target, pool in pools.items():
         if need[is_target] > len(pool):
             kind = f"images of {target}" if is_target else f"images of digits other than {target}"
-            raise ValueError(f"n_bags: expected at most as many bags as the {len(pool)} {kind} can fill, "
-                             f"but got {n_bags} (they need {need[is_target]})")
+            raise ValueError(expected("n_bags", f"at most as many bags as the {len(pool)} {kind} can fill",
+                                      got=f"{n_bags} (they need {need[is_target]})"))
     bags, digits = [], []
     for size, k in zip(sizes, n_targets):
         rows = np.array([pools[True].pop() for _ in range(k)] + [pools[False].pop() for _ in range(size - k)])

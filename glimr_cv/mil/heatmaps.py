@@ -82,7 +82,7 @@ def tile_scores(model: Any, features: Any, output: str | None = None, layer: Any
 
     tiles = np.asarray(features)
     if tiles.ndim != 2 or not len(tiles):
-        raise ValueError(expected("features", "one slide's (n_tiles, d) tile features", f"shape {tiles.shape}"))
+        raise ValueError(expected("features", "one slide's (n_tiles, d) tile features", got=f"shape {tiles.shape}"))
     attention = attention_weights(model, tiles, layer=layer)
     pooling = _pooling_layer(model, layer)
     head, _ = _dense_head(model, pooling, output)
@@ -137,9 +137,9 @@ def plot_heatmap(coords: Any, values: Any, ax: Any = None, tile: float | None = 
     xy = np.asarray(coords, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64).ravel()
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(expected("coords", "an (n, 2) array of tile positions", f"shape {xy.shape}"))
+        raise ValueError(expected("coords", "an (n, 2) array of tile positions", got=f"shape {xy.shape}"))
     if len(v) != len(xy):
-        raise ValueError(f"values: expected {len(xy)} values, one per tile of coords, but got {len(v)}")
+        raise ValueError(expected("values", f"{len(xy)} values, one per tile of coords", len(v)))
     pitch = float(tile) if tile is not None else tile_size(xy)
     cells = np.round((xy - xy.min(axis=0)) / pitch).astype(np.int64)
     grid = np.full((cells[:, 1].max() + 1, cells[:, 0].max() + 1), np.nan)

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..checks import expected
+
 __all__ = ["AttentionPooling", "GatedAttentionPooling", "MeanPooling", "MaxPooling", "POOLINGS", "bag_pooling",
            "attention_weights"]
 
@@ -40,9 +42,9 @@ class _BagPooling(keras.layers.Layer):
 
     def _check_rank(self, instances):
         if len(instances.shape) != 3:
-            raise ValueError(f"{self.name}: expected instances of shape (batch, instances, features), but got "
-                             f"shape {tuple(instances.shape)}; embed image instances first "
-                             "(e.g. keras.layers.TimeDistributed)")
+            raise ValueError(expected(self.name, "instances of shape (batch, instances, features)",
+                                      got=f"shape {tuple(instances.shape)}",
+                                      hint="embed image instances first (e.g. keras.layers.TimeDistributed)"))
 
 
 class _WeightedPooling(_BagPooling):
@@ -51,7 +53,7 @@ class _WeightedPooling(_BagPooling):
     def __init__(self, return_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(return_attention, bool):
-            raise TypeError(f"return_attention: expected True or False, but got {return_attention!r}")
+            raise TypeError(expected("return_attention", "True or False", return_attention))
         self.return_attention = return_attention
 
     def attention(self, instances, mask=None):
@@ -96,9 +98,9 @@ class AttentionPooling(_WeightedPooling):
     def __init__(self, units: int = 128, gated: bool = False, return_attention: bool = False, **kwargs):
         super().__init__(return_attention=return_attention, **kwargs)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ValueError(f"units: expected an int >= 1, but got {units!r}")
+            raise ValueError(expected("units", "an int >= 1", units))
         if not isinstance(gated, bool):
-            raise TypeError(f"gated: expected True or False, but got {gated!r}")
+            raise TypeError(expected("gated", "True or False", gated))
         self.units = int(units)
         self.gated = gated
         self.attention_v = keras.layers.Dense(self.units, activation="tanh", name="attention_v")
@@ -203,7 +205,7 @@ def bag_pooling(pooling: str, units: int = 128, **kwargs) -> keras.layers.Layer:
         return MeanPooling(**kwargs)
     if pooling == "max":
         return MaxPooling(**kwargs)
-    raise ValueError(f"pooling: expected one of {', '.join(map(repr, POOLINGS))}, but got {pooling!r}")
+    raise ValueError(expected("pooling", f"one of {', '.join(map(repr, POOLINGS))}", pooling))
 
 
 def _pooling_layer(model, layer):
@@ -212,19 +214,19 @@ def _pooling_layer(model, layer):
     if isinstance(layer, str):
         layer = model.get_layer(layer)
         if not isinstance(layer, _WeightedPooling):
-            raise ValueError(f"layer: expected the name of {kinds}, but got {layer.name!r}, a {type(layer).__name__}")
+            raise ValueError(expected("layer", f"the name of {kinds}", got=f"{layer.name!r}, a {type(layer).__name__}"))
     if layer is not None:
         if not isinstance(layer, _WeightedPooling):
-            raise TypeError(f"layer: expected a name or {kinds} of the model, but got {layer!r}")
+            raise TypeError(expected("layer", f"a name or {kinds} of the model", layer))
         return layer
     found = [candidate for candidate in model.layers if isinstance(candidate, _WeightedPooling)]
     if len(found) == 1:
         return found[0]
     if not found:
         others = sorted({type(candidate).__name__ for candidate in model.layers if isinstance(candidate, _BagPooling)})
-        raise ValueError(f"model: expected a model with {kinds}, but got one with {', '.join(others) or 'none'}")
-    raise ValueError(f"layer: expected the name of one of the model's pooling layers {[candidate.name for candidate in found]}, "
-                     "but got None")
+        raise ValueError(expected("model", f"a model with {kinds}", got=f"one with {', '.join(others) or 'none'}"))
+    raise ValueError(expected("layer", "the name of one of the model's pooling layers "
+                                       f"{[candidate.name for candidate in found]}", None))
 
 
 def attention_weights(model: keras.Model, bag: Any, layer: Any = None):
@@ -264,8 +266,8 @@ def attention_weights(model: keras.Model, bag: Any, layer: Any = None):
     else:
         instances = np.asarray(bag)
         if instances.ndim < 1 or len(instances) == 0:
-            raise ValueError(f"bag: expected an (n, ...) array of at least one instance, "
-                             f"but got shape {instances.shape}")
+            raise ValueError(expected("bag", "an (n, ...) array of at least one instance",
+                                      got=f"shape {instances.shape}"))
         features = {"instances": instances[None], "mask": np.ones((1, len(instances)), dtype=bool)}
         mask = features["mask"]
     if not isinstance(model.input, dict):

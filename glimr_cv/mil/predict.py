@@ -21,11 +21,11 @@ def _bag_arrays(bags: Any) -> list[np.ndarray]:
     for i, bag in enumerate(bags):
         array = np.asarray(bag, dtype=np.float32)
         if array.ndim < 2 or not len(array):
-            raise ValueError(f"bags[{i}]: expected an (n_i, ...) array of at least one instance, but got shape "
-                             f"{array.shape}")
+            raise ValueError(expected(f"bags[{i}]", "an (n_i, ...) array of at least one instance",
+                                      got=f"shape {array.shape}"))
         if arrays and array.shape[1:] != arrays[0].shape[1:]:
-            raise ValueError(f"bags[{i}]: expected instances of shape {arrays[0].shape[1:]} like bags[0], but got "
-                             f"{array.shape[1:]}")
+            raise ValueError(expected(f"bags[{i}]", f"instances of shape {arrays[0].shape[1:]} like bags[0]",
+                                      array.shape[1:]))
         arrays.append(array)
     return arrays
 
@@ -126,7 +126,7 @@ def _manifest(manifest: Any, path: str, slide: str | None):
     else:
         frame = check_type("manifest", manifest, pd.DataFrame, "a DataFrame of slides, a CSV path or a slide loader")
     if path not in frame.columns:
-        raise ValueError(f"manifest: expected a column {path!r} of feature files, but got {list(frame.columns)}")
+        raise ValueError(expected("manifest", f"a column {path!r} of feature files", list(frame.columns)))
     ids = frame[slide] if slide is not None and slide in frame.columns else \
         [os.path.splitext(os.path.basename(str(p)))[0] for p in frame[path]]
     return pd.DataFrame({"slide": [str(s) for s in ids], "path": [os.fspath(p) for p in frame[path]],

@@ -344,8 +344,8 @@ class SlideKFoldLoader(BagFolds):
         self.bag_by = check_choice("bag", bag, ("slide", "patient"))
         columns = _label_columns(labels)
         if (time is None) != (event is None):
-            raise ValueError(f"time, event: expected both survival columns or neither, but got time={time!r}, "
-                             f"event={event!r}")
+            raise ValueError(expected("time, event", "both survival columns or neither",
+                                      got=f"time={time!r}, event={event!r}"))
         survival = time is not None
         if survival and task in columns:
             raise ValueError(f"task: the survival task {task!r} is also a task of labels; expected another name")
@@ -355,9 +355,9 @@ class SlideKFoldLoader(BagFolds):
             raise ValueError(f"manifest: expected columns {needed}, but {missing} are missing "
                              f"(columns: {list(manifest.columns)})")
         if not columns and not survival:
-            raise ValueError("labels: expected label columns or time and event columns, but got neither")
+            raise ValueError(expected("labels", "label columns or time and event columns", got="neither"))
         if len(manifest) < 2:
-            raise ValueError(f"manifest: expected at least 2 slides to make folds, but got {len(manifest)}")
+            raise ValueError(expected("manifest", "at least 2 slides to make folds", len(manifest)))
         frame = manifest.reset_index(drop=True).copy()
 
         def absolute(p):
@@ -399,7 +399,7 @@ class SlideKFoldLoader(BagFolds):
             self.patients = np.array(patients, dtype=object)
         self.n = len(self.files)
         if self.n < 2:
-            raise ValueError(f"manifest: expected at least 2 bags to make folds, but got {self.n} ({self.bag_by}s)")
+            raise ValueError(expected("manifest", "at least 2 bags to make folds", got=f"{self.n} ({self.bag_by}s)"))
 
         bag_labels = {}
         for name, column in columns.items():

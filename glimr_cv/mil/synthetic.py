@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..checks import check_choice, check_int, check_number
+from ..checks import check_choice, check_int, check_number, expected
 
 if TYPE_CHECKING:
     import pandas
@@ -74,8 +74,8 @@ def synthetic_slides(folder: str | os.PathLike, patients: int = 40, slides_per_p
     lo, hi = (int(v) for v in tiles)
     s_lo, s_hi = (int(v) for v in slides_per_patient)
     if not 1 <= lo <= hi or not 1 <= s_lo <= s_hi:
-        raise ValueError(f"tiles, slides_per_patient: expected inclusive ranges of ints >= 1, but got {tiles!r} "
-                         f"and {slides_per_patient!r}")
+        raise ValueError(expected("tiles, slides_per_patient", "inclusive ranges of ints >= 1",
+                                  got=f"{tiles!r} and {slides_per_patient!r}"))
     folder = os.path.abspath(os.fspath(folder))
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)

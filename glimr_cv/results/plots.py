@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..checks import expected
 from ..direction import Direction
 
 __all__ = ["plot_fold_scores", "plot_timeline", "plot_learning_curves", "plot_hyperparameters", "save_plots",
@@ -52,7 +53,7 @@ def _as_results(results: Any):
 
         return load_results(os.fspath(results))
     if not hasattr(results, "table") or not hasattr(results, "folds"):
-        raise TypeError(f"results: expected a SearchResults or an experiment folder, but got {type(results).__name__}")
+        raise TypeError(expected("results", "a SearchResults or an experiment folder", got=type(results).__name__))
     return results
 
 

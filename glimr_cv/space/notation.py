@@ -40,6 +40,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from ..checks import expected
+
 __all__ = [
     "sampled_paths",
     "Choice",
@@ -293,7 +295,7 @@ def loguniform(low: float, high: float) -> FloatRange:
         Unless ``0 < low <= high``.
     """
     if not (_is_number(low) and _is_number(high)) or not 0 < low <= high:
-        raise SpaceError(f"loguniform: expected 0 < low <= high, but got (low={low!r}, high={high!r})")
+        raise SpaceError(expected("loguniform", "0 < low <= high", got=f"(low={low!r}, high={high!r})"))
     return FloatRange(float(low), float(high), log=True)
 
 
@@ -306,7 +308,8 @@ def _is_number(x: Any) -> bool:
 
 def _parse_set(values: set | frozenset, path: tuple) -> Choice:
     if not values:
-        raise SpaceError(f"{_fmt(path)}: expected a set with at least one element (a set is a choice), but got an empty set")
+        raise SpaceError(expected(_fmt(path), "a set with at least one element (a set is a choice)",
+                                  got="an empty set"))
     try:
         ordered = tuple(sorted(values))
     except TypeError:  # mixed types: order by repr so a seed gives the same sample on every run
@@ -323,25 +326,25 @@ def _parse_interval(values: list, path: tuple) -> IntRange | FloatRange:
     where = _fmt(path)
     if len(values) not in (2, 3):
         raise SpaceError(
-            f"{where}: expected an interval [min, max] or [min, max, step], but got a list of "
-            f"length {len(values)}: {values!r} (use a tuple for a constant sequence)"
+            expected(where, "an interval [min, max] or [min, max, step]",
+                     got=f"a list of length {len(values)}: {values!r} (use a tuple for a constant sequence)")
         )
     bad = [v for v in values if not _is_number(v)]
     if bad:
         raise SpaceError(
-            f"{where}: expected interval elements that are numbers (int or float), but got {bad[0]!r} in {values!r}"
+            expected(where, "interval elements that are numbers (int or float)", got=f"{bad[0]!r} in {values!r}")
         )
     kinds = {isinstance(v, numbers.Integral) for v in values}
     if len(kinds) > 1:
         raise SpaceError(
-            f"{where}: expected interval elements that are all int or all float, but got mixed types in {values!r}"
+            expected(where, "interval elements that are all int or all float", got=f"mixed types in {values!r}")
         )
     low, high = values[0], values[1]
     if low > high:
-        raise SpaceError(f"{where}: expected min <= max, but got (min={low!r}, max={high!r})")
+        raise SpaceError(expected(where, "min <= max", got=f"(min={low!r}, max={high!r})"))
     step = values[2] if len(values) == 3 else None
     if step is not None and step <= 0:
-        raise SpaceError(f"{where}: expected step > 0, but got step={step!r}")
+        raise SpaceError(expected(where, "step > 0", got=f"step={step!r}"))
     if kinds == {True}:
         return IntRange(int(low), int(high), int(step) if step is not None else 1)
     return FloatRange(float(low), float(high), float(step) if step is not None else None)
@@ -361,11 +364,11 @@ def _parse(value: Any, path: tuple, in_choice: bool = False) -> Any:
     if _is_grid(value):
         options = value["grid_search"]
         if in_choice:
-            raise SpaceError(f"{_fmt(path)}: expected no grid_search inside an option of a random choice (a grid "
-                             "cannot be expanded inside a value drawn at random); make that choice a "
-                             "tune.grid_search of its options too")
+            raise SpaceError(expected(_fmt(path), "no grid_search inside an option of a random choice (a grid cannot "
+                                                  "be expanded inside a value drawn at random)", got="one",
+                                      hint="make that choice a tune.grid_search of its options too"))
         if not isinstance(options, (list, tuple)) or not options:
-            raise SpaceError(f"{_fmt(path)}: expected grid_search of a non-empty list of values, but got {options!r}")
+            raise SpaceError(expected(_fmt(path), "grid_search of a non-empty list of values", options))
         return Grid(tuple(_parse_option(v, path + (Branch(i),), False) for i, v in enumerate(options)))
     if isinstance(value, dict):
         return {k: _parse(v, path + (k,), in_choice) for k, v in value.items()}
@@ -386,7 +389,7 @@ def _parse(value: Any, path: tuple, in_choice: bool = False) -> Any:
     if _is_tune_categorical(value):
         options = tuple(_parse_option(v, path + (Branch(i),), True) for i, v in enumerate(value.categories))
         if not options:
-            raise SpaceError(f"{_fmt(path)}: expected a tune.choice with at least one option, but got none")
+            raise SpaceError(expected(_fmt(path), "a tune.choice with at least one option", got="none"))
         return Choice(options, draw="numpy", domain=value)
     if is_tune_domain(value):
         return TuneDomain(value)
@@ -416,7 +419,7 @@ def parse_space(space: dict, path: tuple = ()) -> dict:
         option 1 of a choice) and the rule.
     """
     if not isinstance(space, dict):
-        raise SpaceError(f"{_fmt(path)}: expected a dict (a search space), but got {type(space).__name__}")
+        raise SpaceError(expected(_fmt(path), "a dict (a search space)", got=type(space).__name__))
     return {key: _parse(value, path + (key,)) for key, value in space.items()}
 
 
@@ -685,7 +688,7 @@ def _assign(config: Any, path: tuple, value: Any) -> None:
     last = path[-1]
     if isinstance(last, Index):
         if isinstance(node, tuple):
-            raise SpaceError(f"{_fmt(path)}: expected tune.sample_from in a list or dict, not in a tuple")
+            raise SpaceError(expected(_fmt(path), "tune.sample_from in a list or dict", got="one in a tuple"))
         node[last.index] = value
     else:
         node[last] = value

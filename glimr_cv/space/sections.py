@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..checks import expected
 from .notation import Choice, FloatRange, IntRange, SpaceError, TuneDomain, loguniform, parse_space
 
 __all__ = ["OPTIMIZERS", "optimization_space", "validate_space", "metric_names", "task_metrics"]
@@ -94,17 +95,17 @@ def task_metrics(task: dict, path: str) -> list[dict]:
         metrics = [metrics]
     if not isinstance(metrics, (list, tuple)):
         raise SpaceError(
-            f"{path}/metrics: expected a dict or a list of dicts with 'name' and 'metric', "
-            f"but got {type(metrics).__name__}"
+            expected(f"{path}/metrics", "a dict or a list of dicts with 'name' and 'metric'",
+                     got=type(metrics).__name__)
         )
     for i, entry in enumerate(metrics):
         where = f"{path}/metrics[{i}]" if isinstance(task.get("metrics"), list) else f"{path}/metrics"
         if not isinstance(entry, dict) or "name" not in entry or "metric" not in entry:
-            raise SpaceError(f"{where}: expected a dict with keys 'name' and 'metric', but got {entry!r}")
+            raise SpaceError(expected(where, "a dict with keys 'name' and 'metric'", entry))
         if not isinstance(entry["name"], str) or not entry["name"]:
-            raise SpaceError(f"{where}/name: expected a non-empty string, but got {entry['name']!r}")
+            raise SpaceError(expected(f"{where}/name", "a non-empty string", entry["name"]))
         if "kwargs" in entry and not isinstance(entry["kwargs"], dict):
-            raise SpaceError(f"{where}/kwargs: expected a dict, but got {entry['kwargs']!r}")
+            raise SpaceError(expected(f"{where}/kwargs", "a dict", entry["kwargs"]))
     return list(metrics)
 
 
@@ -126,37 +127,38 @@ def validate_space(space: Any) -> dict:
         Naming the offending path and what was expected.
     """
     if not isinstance(space, dict):
-        raise SpaceError(f"space: expected a nested dict, but got {type(space).__name__}")
+        raise SpaceError(expected("space", "a nested dict", got=type(space).__name__))
     parsed = parse_space(space)
     for section in ("tasks", "optimization", "data"):
         if section not in space:
             raise SpaceError(f"space: the required section {section!r} is missing; got sections {sorted(map(str, space))}")
         if not isinstance(space[section], dict):
-            raise SpaceError(f"{section}: expected a dict, but got {type(space[section]).__name__}")
+            raise SpaceError(expected(section, "a dict", got=type(space[section]).__name__))
 
     tasks = space["tasks"]
     if not tasks:
-        raise SpaceError("tasks: expected at least one task (one per model output), but got an empty dict")
+        raise SpaceError(expected("tasks", "at least one task (one per model output)", got="an empty dict"))
     for name, task in tasks.items():
         path = f"tasks/{name}"
         if not isinstance(name, str) or not name:
-            raise SpaceError(f"tasks: task names must be non-empty strings, but got {name!r}")
+            raise SpaceError(expected("tasks", "task names that are non-empty strings", name))
         if not isinstance(task, dict):
-            raise SpaceError(f"{path}: expected a dict with 'loss', 'loss_weight' and 'metrics', but got {task!r}")
+            raise SpaceError(expected(path, "a dict with 'loss', 'loss_weight' and 'metrics'", task))
         for key in ("loss", "loss_weight", "metrics"):
             if key not in task:
                 raise SpaceError(f"{path}: the required key {key!r} is missing; a task needs 'loss', 'loss_weight' and 'metrics'")
         # glimr's tutorials choose the loss itself, tune.choice([{...}, {...}])
         for loss in _possible_values(parsed["tasks"][name]["loss"]) or [task["loss"]]:
             if not isinstance(loss, dict) or "loss" not in loss:
-                raise SpaceError(f"{path}/loss: expected a dict {{'name': str, 'loss': class or function, "
-                                 f"'kwargs'?: dict}} (or a choice of them), but got {loss!r}")
+                raise SpaceError(expected(f"{path}/loss",
+                                          "a dict {'name': str, 'loss': class or function, 'kwargs'?: dict} (or a "
+                                          "choice of them)", loss))
             if "kwargs" in loss and not isinstance(loss["kwargs"], dict):
-                raise SpaceError(f"{path}/loss/kwargs: expected a dict, but got {loss['kwargs']!r}")
+                raise SpaceError(expected(f"{path}/loss/kwargs", "a dict", loss["kwargs"]))
         weight = parsed["tasks"][name]["loss_weight"]
         for w in _possible_values(weight) or []:
             if isinstance(w, bool) or not isinstance(loss_weight(w), (int, float)) or loss_weight(w) < 0:
-                raise SpaceError(f"{path}/loss_weight: expected a number >= 0, but got {w!r}")
+                raise SpaceError(expected(f"{path}/loss_weight", "a number >= 0", w))
         seen = set()
         for entry in task_metrics(task, path):
             if entry["name"] == "loss" or entry["name"] in seen:
@@ -174,18 +176,18 @@ def validate_space(space: Any) -> dict:
                 f"optimization/method: unknown optimizer {method!r}; expected one of {sorted(OPTIMIZERS)}"
             )
     if "batch" in opt:  # some glimr versions had it; a silently ignored batch size would mislead
-        raise SpaceError(f"optimization/batch: expected the batch size in data/batch_size, the loader's argument, "
-                         f"but got optimization/batch={opt['batch']!r}; move it there")
+        raise SpaceError(expected("optimization/batch", "the batch size in data/batch_size, the loader's argument",
+                                  got=f"optimization/batch={opt['batch']!r}", hint="move it there"))
     for epochs in _possible_values(parsed["optimization"]["epochs"]) or []:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise SpaceError(f"optimization/epochs: expected an int >= 1, but got {epochs!r}")
+            raise SpaceError(expected("optimization/epochs", "an int >= 1", epochs))
 
     if "batch_size" not in space["data"]:
         raise SpaceError("data: the required key 'batch_size' is missing; `data` holds the loader's keyword arguments")
     sizes = _possible_values(parsed["data"]["batch_size"]) or []
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise SpaceError(f"data/batch_size: expected an int >= 1, but got {size!r}")
+            raise SpaceError(expected("data/batch_size", "an int >= 1", size))
     if 1 in sizes:
         for name in tasks:
             for loss in _possible_values(parsed["tasks"][name]["loss"]) or []:

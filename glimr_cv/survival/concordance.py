@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import expected
 from .data import _column, _time_event
 
 __all__ = ["concordance_index"]
@@ -71,12 +72,13 @@ def concordance_index(time: Any, event: Any, risk: Any) -> float:
     """
     if any(type(v).__module__.startswith(("tensorflow", "keras")) and not hasattr(v, "numpy")
            for v in (time, event, risk)):
-        raise TypeError("risk: expected NumPy arrays, but got a symbolic tensor; in a task's metrics "
-                        "use glimr_cv.survival.ConcordanceIndex, which accumulates the whole validation set")
+        raise TypeError(expected("risk", "NumPy arrays", got="a symbolic tensor",
+                                 hint="in a task's metrics use glimr_cv.survival.ConcordanceIndex, which accumulates "
+                                      "the whole validation set"))
     t, e = _time_event(time, event)
     r = _column("risk", risk)
     if len(r) != len(t):
-        raise ValueError(f"risk: expected {len(t)} rows like time, but got {len(r)}")
+        raise ValueError(expected("risk", f"{len(t)} rows like time", len(r)))
     keep = ~(np.isnan(t) | np.isnan(e))
     t, e, r = t[keep], e[keep] != 0, r[keep]
     concordant, tied, comparable = _counts(t, e, r)

@@ -30,9 +30,9 @@ def _column(name: str, value: Any) -> np.ndarray:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
-        raise ValueError(f"{name}: expected an array of shape (n,), but got {_describe(array)}")
+        raise ValueError(expected(name, "an array of shape (n,)", got=_describe(array)))
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise TypeError(f"{name}: expected numbers, but got {_describe(array)}")
+        raise TypeError(expected(name, "numbers", got=_describe(array)))
     return array.astype(np.float64)
 
 
@@ -40,7 +40,7 @@ def _time_event(time: Any, event: Any, where: str = "") -> tuple[np.ndarray, np.
     """Checked ``(time, event)`` float64 columns; NaN marks a missing label."""
     t, e = _column(f"{where}time", time), _column(f"{where}event", event)
     if len(t) != len(e):
-        raise ValueError(f"{where}event: expected {len(t)} rows like time, but got {len(e)}")
+        raise ValueError(expected(f"{where}event", f"{len(t)} rows like time", len(e)))
     if np.isinf(t).any():
         raise ValueError(expected(f"{where}time", "finite times (NaN for a missing label)", t[np.isinf(t)][0].item()))
     if (t < 0).any():
@@ -260,10 +260,10 @@ class SurvivalKFoldLoader(KFoldLoader):
         if not isinstance(task, str):
             raise TypeError(expected("task", "a task name (str)", task))
         if labels is not None and not isinstance(labels, dict):
-            raise TypeError(f"labels: expected a dict task name -> array for other tasks, but got {type(labels).__name__}")
+            raise TypeError(expected("labels", "a dict task name -> array for other tasks", got=type(labels).__name__))
         if labels and task in labels:
-            raise ValueError(f"labels: expected tasks other than task={task!r}, whose labels are time and event, "
-                             f"but got {sorted(labels)}")
+            raise ValueError(expected("labels", f"tasks other than task={task!r}, whose labels are time and event",
+                                      sorted(labels)))
         y = survival_labels(time, event)
         if not np.nansum(y[:, 1]):
             raise ValueError(f"event: expected at least one event (1) to learn from, but all {len(y)} rows are "

@@ -56,8 +56,9 @@ def _fold_labels(train_labels: Any, name: str = "train_labels") -> tuple[np.ndar
         train_labels = train_labels.numpy()
     labels = np.asarray(train_labels)
     if labels.ndim != 2 or labels.shape[1] != 2:
-        raise ValueError(f"{name}: expected labels of shape (n, 2), columns time and event "
-                         f"(glimr_cv.survival.survival_labels), but got shape {labels.shape}")
+        raise ValueError(expected(name,
+                                  "labels of shape (n, 2), columns time and event (glimr_cv.survival.survival_labels)",
+                                  got=f"shape {labels.shape}"))
     return _time_event(labels[:, 0], labels[:, 1], f"{name} ")
 
 
@@ -91,7 +92,8 @@ def discrete_time_edges(time: Any, event: Any, intervals: int) -> np.ndarray:
     t, e = _time_event(time, event)
     times = t[(e == 1) & ~np.isnan(t)]
     if len(times) == 0:
-        raise ValueError("event: expected at least one event (the edges are quantiles of the event times), but got none")
+        raise ValueError(expected("event", "at least one event (the edges are quantiles of the event times)",
+                                  got="none"))
     inner = np.quantile(times, np.arange(1, intervals) / intervals)
     edges = np.unique(np.concatenate([[0.0], inner, [np.inf]]))
     if len(edges) < 3:
@@ -122,8 +124,8 @@ def _logits(logits: Any, name: str = "logits") -> np.ndarray:
         logits = logits.numpy()
     x = np.asarray(logits)
     if x.dtype == object or not np.issubdtype(x.dtype, np.number) or x.ndim != 2:
-        raise ValueError(f"{name}: expected hazard logits of shape (n, K), but got an array of dtype {x.dtype} "
-                         f"and shape {x.shape}")
+        raise ValueError(expected(name, "hazard logits of shape (n, K)",
+                                  got=f"an array of dtype {x.dtype} and shape {x.shape}"))
     return x.astype(np.float64)
 
 
@@ -200,7 +202,7 @@ def survival_at(logits: Any, edges: Any, times: Any) -> np.ndarray:
     """
     x, e = _logits(logits), _check_edges(edges)
     if x.shape[1] != len(e) - 1:
-        raise ValueError(f"logits: expected {len(e) - 1} columns, one per interval of edges, but got shape {x.shape}")
+        raise ValueError(expected("logits", f"{len(e) - 1} columns, one per interval of edges", got=f"shape {x.shape}"))
     t = _column("times", np.atleast_1d(times))
     bad = ~np.isfinite(t) | (t < 0)
     if bad.any():
@@ -349,9 +351,10 @@ class DiscreteTimeNLL(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         if not self._known:
-            raise ValueError(f"{self.name}: expected interval edges, but got none yet: pass edges=[0, ..., inf], or "
-                             "intervals= with a loader that knows its training labels (glimr_cv loaders do: the "
-                             "search then calls fit_fold(train_labels) before each fold), or call fit_fold yourself")
+            raise ValueError(expected(self.name, "interval edges",
+                                      got="none yet: pass edges=[0, ..., inf], or intervals= with a loader that knows "
+                                          "its training labels (glimr_cv loaders do: the search then calls "
+                                          "fit_fold(train_labels) before each fold), or call fit_fold yourself"))
         return _nll(y_true, y_pred, self._edges, self._n)
 
     def get_config(self):

@@ -37,7 +37,7 @@ def _labelled(time: Any, event: Any, where: str) -> tuple[np.ndarray, np.ndarray
     """``(time, event as bool, kept)``: checked columns of the labelled rows and the mask that kept them."""
     t, e = _column(f"{where}time", time), _column(f"{where}event", event)
     if len(t) != len(e):
-        raise ValueError(f"{where}event: expected {len(t)} rows like {where}time, but got {len(e)}")
+        raise ValueError(expected(f"{where}event", f"{len(t)} rows like {where}time", len(e)))
     t, e = _time_event(t, e, where)
     kept = ~(np.isnan(t) | np.isnan(e))
     return t[kept], e[kept] != 0, kept
@@ -45,7 +45,7 @@ def _labelled(time: Any, event: Any, where: str) -> tuple[np.ndarray, np.ndarray
 
 def _same_rows(name: str, value: np.ndarray, rows: int, like: str) -> None:
     if len(value) != rows:
-        raise ValueError(f"{name}: expected {rows} rows like {like}, but got {len(value)}")
+        raise ValueError(expected(name, f"{rows} rows like {like}", len(value)))
 
 
 def _counts(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -137,7 +137,7 @@ def censoring_survival(time: Any, event: Any) -> CensoringSurvival:
 def _censoring(t: np.ndarray, e: np.ndarray, name: str) -> CensoringSurvival:
     """:func:`censoring_survival` of checked labelled rows (``e`` bool)."""
     if len(t) == 0:
-        raise ValueError(f"{name}: expected at least one labelled row (time and event not NaN), but got none")
+        raise ValueError(expected(name, "at least one labelled row (time and event not NaN)", got="none"))
     if e.all():
         unique = np.unique(t)
         return CensoringSurvival(unique, np.ones(len(unique)))
@@ -256,7 +256,7 @@ def _times(times: Any, test_time: np.ndarray) -> np.ndarray:
     if (np.diff(times) <= 0).any():
         raise ValueError(expected("times", "increasing times (one column of survival each)", times.tolist()))
     if len(test_time) == 0:
-        raise ValueError("test_time: expected at least one labelled row, but got none")
+        raise ValueError(expected("test_time", "at least one labelled row", got="none"))
     low, high = test_time.min(), test_time.max()
     outside = (times < low) | (times >= high)
     if outside.any():
@@ -268,13 +268,13 @@ def _times(times: Any, test_time: np.ndarray) -> np.ndarray:
 def _survival(survival: Any, rows: int, columns: int) -> np.ndarray:
     s = np.asarray(survival.numpy() if hasattr(survival, "numpy") else survival)
     if s.dtype == object or not np.issubdtype(s.dtype, np.number):
-        raise TypeError(f"survival: expected numbers, but got an array of dtype {s.dtype}")
+        raise TypeError(expected("survival", "numbers", got=f"an array of dtype {s.dtype}"))
     s = s.astype(np.float64)
     if s.ndim == 1 and columns == 1:
         s = s[:, None]
     if s.ndim != 2 or s.shape[1] != columns:
-        raise ValueError(f"survival: expected an array of shape (n_test, {columns}), one column per time, "
-                         f"but got shape {s.shape}")
+        raise ValueError(expected("survival", f"an array of shape (n_test, {columns}), one column per time",
+                                  got=f"shape {s.shape}"))
     _same_rows("survival", s, rows, "test_time")
     bad = (s < 0) | (s > 1)
     if bad.any():
@@ -419,7 +419,7 @@ def breslow_survival(train_risk: Any, train_time: Any, train_event: Any, test_ri
         if not np.isfinite(value).all():
             raise ValueError(expected(name, "finite risks", value[~np.isfinite(value)][0].item()))
     if len(t) == 0:
-        raise ValueError("train_time: expected at least one labelled row, but got none")
+        raise ValueError(expected("train_time", "at least one labelled row", got="none"))
     times = _column("times", np.atleast_1d(times))
     if np.isnan(times).any() or (times < 0).any() or (times > t.max()).any():
         bad = times[np.isnan(times) | (times < 0) | (times > t.max())][0].item()

@@ -49,7 +49,7 @@ def _fail_if(checks, name: str = "y_true") -> None:
         return
     for bad, _, what in checks:
         # string data only: a bare Assert op; showing the entry would cost a guarded computation at every step
-        tf.debugging.Assert(~tf.reduce_any(bad), [f"{name}: expected {what}, but got other values in a batch"])
+        tf.debugging.Assert(~tf.reduce_any(bad), [expected(name, what, got="other values in a batch")])
 
 
 def _same_rows(y_true, y_pred, out, message: str):
@@ -85,15 +85,16 @@ def _columns(y_true, y_pred, width: int | None, what: str, events_after_zero: st
     """
     y_pred = tf.convert_to_tensor(y_pred)
     if not y_pred.dtype.is_floating:
-        raise TypeError(f"y_pred: expected floating-point {what}, but got dtype {y_pred.dtype.name}")
+        raise TypeError(expected("y_pred", f"floating-point {what}", got=f"dtype {y_pred.dtype.name}"))
     if y_pred.dtype in (tf.float16, tf.bfloat16):
         y_pred = tf.cast(y_pred, tf.float32)  # exp and sums of exp overflow in half precision
     y_true = tf.convert_to_tensor(y_true)
     if not y_true.dtype.is_floating:
         y_true = tf.cast(y_true, tf.float64)  # NaN must be representable
     if y_true.shape.rank != 2 or y_true.shape[-1] not in (2, None):
-        raise ValueError(f"y_true: expected labels of shape (n, 2), columns time and event "
-                         f"(glimr_cv.survival.survival_labels), but got shape {tuple(y_true.shape)}")
+        raise ValueError(expected("y_true",
+                                  "labels of shape (n, 2), columns time and event (glimr_cv.survival.survival_labels)",
+                                  got=f"shape {tuple(y_true.shape)}"))
     shaped = y_pred
     if width == 1 and y_pred.shape.rank == 2 and y_pred.shape[-1] in (1, None):
         y_pred = y_pred[:, 0]
@@ -103,9 +104,10 @@ def _columns(y_true, y_pred, width: int | None, what: str, events_after_zero: st
         fits = y_pred.shape.rank == 2 and (width is None or y_pred.shape[-1] in (width, None))
     if not fits:
         shape = "(n, 1) or (n,)" if width == 1 else f"(n, {width or 'K'})"
-        raise ValueError(f"y_pred: expected {what} of shape {shape}, but got shape {tuple(y_pred.shape)}")
-    y_pred = _same_rows(y_true, shaped, y_pred, f"y_pred: expected as many rows as y_true, of shape "
-                        f"{tuple(y_true.shape)}, but got shape {tuple(shaped.shape)}")
+        raise ValueError(expected("y_pred", f"{what} of shape {shape}", got=f"shape {tuple(y_pred.shape)}"))
+    y_pred = _same_rows(y_true, shaped, y_pred, expected("y_pred",
+                                                         f"as many rows as y_true, of shape {tuple(y_true.shape)}",
+                                                         got=f"shape {tuple(shaped.shape)}"))
     time, event = y_true[:, 0], y_true[:, 1]
     valid = ~(tf.math.is_nan(time) | tf.math.is_nan(event))
     _label_values(time, event, valid, events_after_zero=events_after_zero)

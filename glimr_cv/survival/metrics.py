@@ -45,9 +45,10 @@ def _under_xla() -> bool:
 
 def _refuse_xla(name: str) -> None:
     if _under_xla():
-        raise ValueError(f"{name}: expected a model compiled with jit_compile=False (this metric keeps "
-                         "every row it sees, a shape XLA cannot fix in advance), but got jit_compile=True "
-                         "(Keras's jit_compile='auto' turns it on when a GPU is present)")
+        raise ValueError(expected(name, "a model compiled with jit_compile=False (this metric keeps every row it "
+                                        "sees, a shape XLA cannot fix in advance)",
+                                  got="jit_compile=True (Keras's jit_compile='auto' turns it on when a GPU is "
+                                      "present)"))
 
 
 def _checked(name: str, y_true, y_pred, prediction: str, width: int | None = None):
@@ -55,8 +56,9 @@ def _checked(name: str, y_true, y_pred, prediction: str, width: int | None = Non
     y_true = tf.cast(tf.convert_to_tensor(y_true), tf.float64)
     y_pred = tf.cast(tf.convert_to_tensor(y_pred), tf.float64)
     if y_true.shape.rank != 2 or y_true.shape[-1] not in (2, None):
-        raise ValueError(f"{name}: expected labels of shape (n, 2), columns time and event "
-                         f"(glimr_cv.survival.survival_labels), but got shape {tuple(y_true.shape)}")
+        raise ValueError(expected(name,
+                                  "labels of shape (n, 2), columns time and event (glimr_cv.survival.survival_labels)",
+                                  got=f"shape {tuple(y_true.shape)}"))
     shaped = y_pred
     width = _WIDTH[prediction] if width is None else width
     if width == 1:
@@ -67,9 +69,10 @@ def _checked(name: str, y_true, y_pred, prediction: str, width: int | None = Non
         fits = y_pred.shape.rank == 2 and (width is None or y_pred.shape[-1] in (width, None))
         shape = f"(n, {width or 'K'})"
     if not fits:
-        raise ValueError(f"{name}: expected {_WHAT[prediction]} of shape {shape}, but got shape {tuple(shaped.shape)}")
-    y_pred = _same_rows(y_true, shaped, y_pred, f"{name}: expected predictions with as many rows as the labels, of "
-                        f"shape {tuple(y_true.shape)}, but got shape {tuple(shaped.shape)}")
+        raise ValueError(expected(name, f"{_WHAT[prediction]} of shape {shape}", got=f"shape {tuple(shaped.shape)}"))
+    y_pred = _same_rows(y_true, shaped, y_pred, expected(name, "predictions with as many rows as the labels, of shape "
+                                                               f"{tuple(y_true.shape)}",
+                                                         got=f"shape {tuple(shaped.shape)}"))
     time, event = y_true[:, 0], y_true[:, 1]
     _label_values(time, event, ~(tf.math.is_nan(time) | tf.math.is_nan(event)), name=name)
     return y_true, y_pred
@@ -207,7 +210,7 @@ class _WholeSet(keras.metrics.Metric):
         time, event = _fold_labels(train_labels)
         kept = ~(np.isnan(time) | np.isnan(event))
         if not kept.any():
-            raise ValueError("train_labels: expected at least one labelled row (time and event not NaN), but got none")
+            raise ValueError(expected("train_labels", "at least one labelled row (time and event not NaN)", got="none"))
         self._train = (time[kept], event[kept])
 
     def _width(self) -> int | None:
@@ -229,9 +232,10 @@ class _WholeSet(keras.metrics.Metric):
         if not tf.executing_eagerly():  # a per-batch log inside a traced step: see the module docstring
             return tf.constant(float("nan"), self.dtype)
         if self._train is None:
-            raise ValueError(f"{self.name}: expected the training fold's labels for the censoring weights, but got "
-                             "none: glimr_cv's search gives them (fit_fold) when the loader knows its training "
-                             "labels; else call metric.fit_fold(train_labels) before evaluating")
+            raise ValueError(expected(self.name, "the training fold's labels for the censoring weights",
+                                      got="none: glimr_cv's search gives them (fit_fold) when the loader knows its "
+                                          "training labels",
+                                      hint="else call metric.fit_fold(train_labels) before evaluating"))
         rows = self._rows.numpy()
         if rows.size == 0:
             return tf.constant(float("nan"), self.dtype)

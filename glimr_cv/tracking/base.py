@@ -17,6 +17,8 @@ import time
 import warnings
 from typing import Any, ClassVar
 
+from ..checks import expected
+
 __all__ = ["Tracker", "require"]
 
 
@@ -173,7 +175,7 @@ def tracker_class(path: str) -> type:
     module, _, name = path.partition(":")
     cls = getattr(importlib.import_module(module), name)
     if not (isinstance(cls, type) and issubclass(cls, Tracker)):
-        raise TypeError(f"tracking: expected a glimr_cv.tracking.Tracker class, but got {path!r}")
+        raise TypeError(expected("tracking", "a glimr_cv.tracking.Tracker class", path))
     return cls
 
 

@@ -32,17 +32,17 @@ def check_callbacks(callbacks: Any) -> list:
     if callbacks is None:
         return []
     if not isinstance(callbacks, (list, tuple)):
-        raise TypeError(f"callbacks: expected a list of ray.tune.Callback objects, but got {type(callbacks).__name__}")
+        raise TypeError(expected("callbacks", "a list of ray.tune.Callback objects", got=type(callbacks).__name__))
     what = ("a ray.tune.Callback, such as ray.tune.logger.CSVLoggerCallback() or "
             "ray.air.integrations.mlflow.MLflowLoggerCallback(...)")
     for i, callback in enumerate(callbacks):
         if isinstance(callback, Tracker):
-            raise TypeError(f"callbacks[{i}]: expected {what}, but got {type(callback).__name__}, a glimr_cv "
-                            "tracker; pass it as experiment(..., tracking=...)")
+            raise TypeError(expected(f"callbacks[{i}]", what, got=f"{type(callback).__name__}, a glimr_cv tracker",
+                                     hint="pass it as experiment(..., tracking=...)"))
         if isinstance(callback, type):
-            raise TypeError(f"callbacks[{i}]: expected {what} (an instance), but got the class {callback.__name__}")
+            raise TypeError(expected(f"callbacks[{i}]", f"{what} (an instance)", got=f"the class {callback.__name__}"))
         if not isinstance(callback, Callback):
-            raise TypeError(f"callbacks[{i}]: expected {what}, but got {type(callback).__name__}")
+            raise TypeError(expected(f"callbacks[{i}]", what, got=type(callback).__name__))
     return list(callbacks)
 
 
@@ -57,7 +57,7 @@ def as_trackers(tracking: Any, name: str, path: str) -> list:
         if not isinstance(tracker, Tracker):
             where = "tracking" if not isinstance(tracking, (list, tuple)) else f"tracking[{i}]"
             hint = "; Ray Tune callbacks go in callbacks=" if isinstance(tracker, Callback) else ""
-            raise TypeError(f"{where}: expected {what}, but got {type(tracker).__name__}{hint}")
+            raise TypeError(expected(where, what, got=f"{type(tracker).__name__}{hint}"))
     for tracker in trackers:
         tracker.check(name, path)
     return trackers
