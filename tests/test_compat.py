@@ -35,6 +35,11 @@ def test_loopback_node_flips_rays_cluster_constant_for_the_start_only():
 def test_replica_grpc_wrapper_puts_the_loopback_for_every_interface_and_only_on_a_loopback_node():
     from ray.serve._private import replica
 
+    if not hasattr(replica, "add_port_to_grpc_server"):
+        # Ray Serve before the replicas' own gRPC server (2.41): nothing to wrap, and nothing is added
+        assert compat.replica_grpc_on_loopback(True) is False
+        assert not hasattr(replica, "add_port_to_grpc_server")
+        return
     original = replica.add_port_to_grpc_server
     try:
         calls = []
