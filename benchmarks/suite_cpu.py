@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Where the CPU of a command goes, by process role: what bounds the suite's wall time.
+
+Runs a command (by default the suite as ``make test`` runs it) and samples
+``/proc`` every ``--interval`` seconds for the command's whole process tree: the
+pytest controller and xdist workers, the Ray daemons each ``ray.init`` starts, the
+Ray worker processes (a Tune trial actor per fold slot per search, Serve and Ray
+Data actors, idle workers), notebook kernels and the CLI subprocesses of the tests.
+
+Method
+    Each process is keyed by (pid, start time); its CPU is its last sampled
+    ``utime + stime``. A process keeps the most specific role it was ever seen with,
+    because a Ray worker changes its title (``ray::IDLE`` then
+    ``ray::ImplicitFunc.train``) and an exiting one has none. A process that lives
+    less than one interval is missed; the machine's busy CPU-seconds from
+    ``/proc/stat`` over the run are printed beside the attributed sum, and the
+    difference (those processes, this sampler, the kernel) is ``unattributed``.
+    The shortest wall time the command's work allows on this machine is its busy
+    CPU-seconds / the cores. With ``--import-cost``, the CPU-seconds of
+    ``python -c "import tensorflow, keras"`` are measured first (median of 3), and
+    ``fold worker imports`` = fold workers x that cost: CPU that every fold worker
+    spends before it trains anything.
+
+Linux only (it reads ``/proc``). Nothing is written but the command's own files. With
+``--json`` the command's output goes to stderr and stdout holds the one JSON object.
+
+Command
+    python benchmarks/suite_cpu.py --import-cost            # the suite, as make test runs it
+    python benchmarks/suite_cpu.py --json -- pytest -q tests/test_e2e.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+SUITE = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-q", "-p", "no:cacheprovider"]
+
+
+
+def _is_pytest(cmdline: str) -> bool:
+    """``pytest ...``, ``python .../pytest ...`` or ``python -m pytest ...``; not a path that holds "pytest"."""
+    words = cmdline.split()[:3]
+    return any(os.path.basename(w) in ("pytest", "py.test") for w in words[:2]) or words[1:3] == ["-m", "pytest"]
+
+# (role, a test on the command line); the first match wins, and a role earlier in this list is more specific
+ROLES = [
+    ("fold worker (Tune trial actor)", lambda c: c.startswith("ray::ImplicitFunc")),
+    ("Ray daemons (GCS, raylet, agents, monitors)",
+     lambda c: any(k in c for k in ("gcs_server", "raylet/raylet", "dashboard/", "log_monitor", "monitor.py",
+                                    "runtime_env", "ray::DashboardAgent", "ray::RuntimeEnvAgent"))),
+    ("other Ray actor (Serve, Data, stop board)", lambda c: c.startswith("ray::") and not c.startswith("ray::IDLE")),
+    ("notebook kernel", lambda c: "ipykernel_launcher" in c),
+    ("pytest (controller and xdist workers)",
+     lambda c: _is_pytest(c) or "exec(eval(sys.stdin.readline()))" in c),
+    ("Ray idle worker, never an actor", lambda c: c.startswith("ray::IDLE") or "default_worker.py" in c),
+    ("other subprocess (CLI, scripts, servers)", lambda c: bool(c)),
+]
+RANK = {name: i for i, (name, _) in enumerate(ROLES)}
+
+
+def role_of(cmdline: str) -> str | None:
+    """The role a command line shows, or None for an empty one (a zombie, or a process still starting)."""
+    return next((name for name, test in ROLES if test(cmdline)), None)
+
+
+def _read(pid: int) -> tuple[int, int, float, str] | None:
+    """``(ppid, start ticks, CPU seconds, command line)`` of a live or zombie process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the name in parentheses may hold spaces
+    return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / TICK, cmdline
+
+
+def _busy_ticks() -> int:
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+class Sampler(threading.Thread):
+    """Samples the process tree under ``root`` until :meth:`stop`."""
+
+    def __init__(self, root: int, interval: float):
+        super().__init__(daemon=True)
+        self.root, self.interval, self.done = root, interval, threading.Event()
+        self.processes: dict[tuple[int, int], list] = {}  # (pid, start) -> [role, cpu seconds]
+        self.tree = {root}
+
+    def sample(self) -> None:
+        seen = [(pid, info) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                if (info := _read(pid)) is not None]
+        for pid, (ppid, start, cpu, cmdline) in sorted(seen, key=lambda item: item[1][1]):  # parents first
+            if pid not in self.tree and ppid not in self.tree:
+                continue
+            self.tree.add(pid)
+            entry = self.processes.setdefault((pid, start), [None, 0.0])
+            role = role_of(cmdline)
+            if role is not None and (entry[0] is None or RANK[role] < RANK[entry[0]]):
+                entry[0] = role
+            entry[1] = max(entry[1], cpu)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.sample()
+            self.done.wait(self.interval)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+        self.sample()
+
+
+def import_cost(repeats: int = 3) -> float:
+    """Median CPU-seconds of a fresh ``python -c "import tensorflow, keras"``."""
+    costs = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import tensorflow, keras"], check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        costs.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(costs)
+
+
+def measure(command: list[str], interval: float, stdout=None) -> dict:
+    """Run ``command`` under the sampler (its output to ``stdout``): its exit code, wall time and CPU by role."""
+    busy0, t0 = _busy_ticks(), time.monotonic()
+    child = subprocess.Popen(command, stdout=stdout)
+    sampler = Sampler(child.pid, interval)
+    sampler.start()
+    code = child.wait()
+    sampler.stop()
+    wall, busy = time.monotonic() - t0, (_busy_ticks() - busy0) / TICK
+    roles = {name: {"processes": 0, "cpu_s": 0.0} for name, _ in ROLES}
+    roles["unknown (never showed a command line)"] = {"processes": 0, "cpu_s": 0.0}
+    for role, cpu in sampler.processes.values():
+        row = roles[role or "unknown (never showed a command line)"]
+        row["processes"] += 1
+        row["cpu_s"] = round(row["cpu_s"] + cpu, 1)
+    attributed = sum(row["cpu_s"] for row in roles.values())
+    cores = os.cpu_count() or 1
+    return {"command": command, "exit_code": code, "wall_s": round(wall, 1), "cores": cores,
+            "busy_cpu_s": round(busy, 1), "busy_fraction": round(busy / (wall * cores), 3),
+            "attributed_cpu_s": round(attributed, 1), "unattributed_cpu_s": round(busy - attributed, 1),
+            "shortest_wall_s": round(busy / cores, 1), "roles": roles}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between samples")
+    parser.add_argument("--import-cost", action="store_true",
+                        help="first measure the CPU of a fresh TensorFlow and Keras import")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("command", nargs="*", help="the command to measure (after --); default: the suite")
+    args = parser.parse_args(argv)
+    cost = import_cost() if args.import_cost else None
+    # with --json, stdout holds the one JSON object and the command's own output goes to stderr
+    result = measure(args.command or SUITE, args.interval, stdout=sys.stderr if args.json else None)
+    folds = result["roles"][ROLES[0][0]]
+    if cost is not None:
+        result["import_cpu_s"] = round(cost, 2)
+        result["fold_worker_imports_cpu_s"] = round(folds["processes"] * cost, 1)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return result["exit_code"]
+    print(f"\n{' '.join(result['command'])}\nexit {result['exit_code']}, wall {result['wall_s']} s on "
+          f"{result['cores']} cores, machine busy {result['busy_cpu_s']} CPU-s ({result['busy_fraction']:.0%})")
+    print(f"{'role':<46}{'processes':>10}{'CPU-s':>9}{'share':>7}")
+    for name, row in sorted(result["roles"].items(), key=lambda item: -item[1]["cpu_s"]):
+        print(f"{name:<46}{row['processes']:>10}{row['cpu_s']:>9.1f}{row['cpu_s'] / result['busy_cpu_s']:>7.1%}")
+    print(f"{'unattributed (short processes, sampler, kernel)':<46}{'':>10}{result['unattributed_cpu_s']:>9.1f}")
+    print(f"shortest wall this work allows on {result['cores']} cores: {result['shortest_wall_s']} s")
+    if cost is not None:
+        print(f"a fresh `import tensorflow, keras`: {cost:.2f} CPU-s; x {folds['processes']} fold workers = "
+              f"{result['fold_worker_imports_cpu_s']} CPU-s before any fold trains")
+    return result["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
