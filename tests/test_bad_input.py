@@ -119,6 +119,9 @@ CASES = [
     ("search_alg", lambda: search().experiment("/tmp", search_alg="optuna"), TypeError,
      "search_alg: expected a ray.tune.search.Searcher such as OptunaSearch() or None, but got 'optuna'"),
     ("local_dir", lambda: search().experiment(5), TypeError, "local_dir: expected a path, but got 5"),
+    ("restore local_dir", lambda: Search.restore(5), TypeError, "local_dir: expected a path, but got 5"),
+    ("load_results name", lambda: glimr_cv.load_results("/tmp", 3), TypeError,
+     "name: expected a folder name or None, but got 3"),
     # helpers
     ("keras_optimizer", lambda: glimr_cv.keras_optimizer({"method": "lbfgs"}), ValueError,
      "optimization/method: unknown optimizer 'lbfgs'; expected one of ['adadelta', 'adagrad', 'adam', 'adamw', "

@@ -33,7 +33,7 @@ import posixpath
 import re
 from typing import Any, Callable
 
-from ..checks import expected
+from ..checks import check_type, expected
 from ..space.notation import iter_leaves
 from .quiet import redirected_stderr
 
@@ -72,6 +72,8 @@ def experiment_path(local_dir: str | os.PathLike, name: str | None = None) -> st
     A URI is joined as it is (its query, ``?region=...``, stays at the end) and
     is not opened here, so that no cloud storage is contacted.
     """
+    check_type("local_dir", local_dir, (str, os.PathLike), "a path")
+    check_type("name", name, str, "a folder name", allow_none=True)
     path = os.fspath(local_dir)
     if is_uri(path):
         base, query = path.split("?", 1) if "?" in path else (path, "")
