@@ -50,6 +50,14 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     return value
 
 
+def check_id(name: str, value: Any, ids: Iterable[int]) -> int:
+    """One of the int ``ids``, such as a configuration's id (1.0 and True are not ids)."""
+    ids = sorted(ids)
+    if not _is_int(value) or value not in ids:
+        raise ValueError(expected(name, f"one of {ids}", value))
+    return int(value)
+
+
 def check_number(name: str, value: Any, low: float | None = None, allow_none: bool = False) -> Any:
     """A real number ``>= low``, or None when allowed."""
     if value is None and allow_none:

@@ -115,8 +115,7 @@ def _export(args) -> int:
                         f"resume it first ({PROG} resume {args.path})")
     if cid not in results.configs:
         raise UserError(expected("--config", f"one of {sorted(results.configs)}", cid))
-    folds = results.folds
-    done = folds[(folds["config_id"] == cid) & (folds["status"] == "complete")]
+    done = results.complete_folds(cid)
     row = results.table[results.table["config_id"] == cid]
     score = ""
     mean, std = f"mean_{results.metric}", f"std_{results.metric}"

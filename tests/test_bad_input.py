@@ -34,6 +34,16 @@ def _existing(tmp_path):
     return search().experiment(str(tmp_path), name="taken", num_samples=1, check=False)
 
 
+def _results():
+    """Results of two configurations whose folds were never read: enough to refuse arguments."""
+    import pandas as pd
+
+    from glimr_cv.results.summary import SearchResults
+
+    return SearchResults(path="unread", metric="acc", mode="max", cv_folds=2, table=pd.DataFrame(),
+                         folds=pd.DataFrame(), configs={0: {}, 1: {}})
+
+
 def _table():
     import pandas as pd
 
@@ -120,6 +130,18 @@ CASES = [
      "search_alg: expected a ray.tune.search.Searcher such as OptunaSearch() or None, but got 'optuna'"),
     ("local_dir", lambda: search().experiment(5), TypeError, "local_dir: expected a path, but got 5"),
     ("restore local_dir", lambda: Search.restore(5), TypeError, "local_dir: expected a path, but got 5"),
+    # SearchResults: a configuration id it does not have, or a bad argument, is named before anything is read
+    ("leaderboard rows", lambda: _results().leaderboard(0), ValueError, "max_rows: expected an int >= 1, but got 0"),
+    ("load_model id", lambda: _results().load_model("1"), ValueError,
+     "config_id: expected one of [0, 1], but got '1'"),
+    ("load_model fold", lambda: _results().load_model(1, fold=-1), ValueError,
+     "fold: expected an int >= 0, but got -1"),
+    ("model_config id", lambda: _results().model_config(7), ValueError, "config_id: expected one of [0, 1], but got 7"),
+    ("complete_folds id", lambda: _results().complete_folds(1.0), ValueError,
+     "config_id: expected one of [0, 1], but got 1.0"),
+    ("ensemble id", lambda: _results().ensemble([1]), ValueError, "config_id: expected one of [0, 1], but got [1]"),
+    ("export path", lambda: _results().export(5), TypeError,
+     "path: expected a file name ending in .keras or None, but got 5"),
     ("load_results name", lambda: glimr_cv.load_results("/tmp", 3), TypeError,
      "name: expected a folder name or None, but got 3"),
     # helpers

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from glimr_cv.checks import (Bool, Function, Instance, Int, OneOf, Real, check_bool, check_callable, check_choice,
-                             check_int, check_number, check_type, expected, validate)
+                             check_id, check_int, check_number, check_type, expected, validate)
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "glimr_cv"
 
@@ -42,6 +42,17 @@ def test_expected_appends_a_hint_after_a_semicolon():
 def test_expected_needs_a_value_or_words():
     with pytest.raises(TypeError, match="give the value found, or got= in words"):
         expected("x", "y")
+
+
+def test_check_id_takes_an_id_the_results_have_and_returns_a_python_int():
+    configs = {0: {}, 3: {}}
+    got = check_id("config_id", np.int64(3), configs)
+    assert got == 3 and type(got) is int
+    # True == 1 and 1.0 == 1 in a dict lookup, and a list cannot be looked up at all
+    for bad in (True, 3.0, "3", [3], 1, None):
+        with pytest.raises(ValueError) as info:
+            check_id("config_id", bad, configs)
+        assert str(info.value) == f"config_id: expected one of [0, 3], but got {bad!r}"
 
 
 # --------------------------------------------------------------------------- check_*

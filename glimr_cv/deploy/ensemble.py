@@ -15,7 +15,7 @@ import os
 import warnings
 from typing import Any, Sequence
 
-from ..checks import expected
+from ..checks import check_id, check_type, expected
 from ..keras_io import input_structure, named_outputs
 
 __all__ = ["fold_ensemble", "best_ensemble", "export_ensemble"]
@@ -103,11 +103,9 @@ def _fold_ids(results, config_id: int) -> list[int]:
 
 
 def _config_id(results, config_id: int | None) -> int:
-    cid = results.best_config_id if config_id is None else int(config_id)
+    cid = results.best_config_id if config_id is None else check_id("config_id", config_id, results.configs)
     if cid is None:
         raise ValueError("no configuration is complete, so there is no best configuration; pass config_id")
-    if cid not in results.configs:
-        raise ValueError(expected("config_id", f"one of {sorted(results.configs)}", config_id))
     lost = results.folds[(results.folds["config_id"] == cid) & (results.folds["status"] == "lost")]
     if len(lost):  # an ensemble of the folds left would not be the configuration CV scored
         raise ValueError(f"config_id={cid}: fold {int(lost['fold'].iloc[0])} is lost ({lost['error'].iloc[0]}); "
@@ -156,6 +154,7 @@ def export_ensemble(results, path: str | os.PathLike | None = None, config_id: i
         The absolute path written. Plain Keras loads it
         (``keras.saving.load_model(path)``) without glimr_cv installed.
     """
+    check_type("path", path, (str, os.PathLike), "a file name ending in .keras", allow_none=True)
     path = os.path.join(results.path, "ensemble.keras") if path is None else os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(expected("path", "a file name ending in .keras", path))

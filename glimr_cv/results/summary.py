@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..checks import check_id, check_int
 from ..engine.store import FolderError, Opaque, decode, experiment_path, local_folder, read_meta, read_state
 from ..schema import fold_columns
 from .analysis import read_folds
@@ -83,6 +84,7 @@ class SearchResults:
 
     def leaderboard(self, max_rows: int = 20) -> str:
         """The table as text: rank, status, folds done, mean ± std and sampled parameters."""
+        check_int("max_rows", max_rows, 1)
         table = self.table if self.reporter.get("sort_by_metric", True) else self.table.sort_values("config_id")
         return format_leaderboard(table, self.metric, self.cv_folds, self.reporter.get("parameters", ()), max_rows,
                                   self.reporter.get("metrics", ()))
@@ -104,9 +106,10 @@ class SearchResults:
         fold : int
             Which fold's checkpoint to load.
         """
-        cid = self.best_config_id if config_id is None else config_id
+        cid = self.best_config_id if config_id is None else check_id("config_id", config_id, self.configs)
         if cid is None:
             raise ValueError("no configuration is complete, so there is no best model; pass config_id")
+        check_int("fold", fold, 0)
         rows = self.folds[(self.folds["config_id"] == cid) & (self.folds["fold"] == fold)]
         lost = rows[rows["status"] == "lost"]
         if len(lost):
@@ -140,7 +143,7 @@ class SearchResults:
         then the trial's own ``params.pkl`` (Ray Tune's pickle of the
         configuration) is read, which runs code from the folder.
         """
-        params = self.configs[config_id]
+        params = self.configs[check_id("config_id", config_id, self.configs)]
         if not _has_opaque(params):
             return params
         import glob
@@ -161,13 +164,14 @@ class SearchResults:
     def complete_folds(self, config_id: int) -> pd.DataFrame:
         """The fold rows of ``config_id`` that finished, in fold order: what its CV mean and ensemble are made of."""
         folds = self.folds
+        config_id = check_id("config_id", config_id, self.configs)
         rows = folds[(folds["config_id"] == config_id) & (folds["status"] == "complete")]
         return rows.sort_values("fold")
 
     def best_models(self) -> list:
         """The best configuration's model for each of its folds (a ready CV ensemble)."""
         cid = self.best_config_id
-        return [self.load_model(cid, int(f)) for f in self.complete_folds(cid)["fold"]]
+        return [] if cid is None else [self.load_model(cid, int(f)) for f in self.complete_folds(cid)["fold"]]
 
     def ensemble(self, config_id: int | None = None):
         """ONE Keras model averaging the fold models of the best configuration, output by output.
