@@ -44,6 +44,18 @@ def _results():
                          folds=pd.DataFrame(), configs={0: {}, 1: {}})
 
 
+def _plots():
+    from glimr_cv.results import plots
+
+    return plots
+
+
+def _report():
+    from glimr_cv.results import report
+
+    return report
+
+
 def _table():
     import pandas as pd
 
@@ -142,6 +154,23 @@ CASES = [
     ("ensemble id", lambda: _results().ensemble([1]), ValueError, "config_id: expected one of [0, 1], but got [1]"),
     ("export path", lambda: _results().export(5), TypeError,
      "path: expected a file name ending in .keras or None, but got 5"),
+    # plots, the report and glimr's tables of a folder
+    ("plot max_configs", lambda: _plots().plot_fold_scores(_results(), max_configs=0), ValueError,
+     "max_configs: expected an int >= 1 or None, but got 0"),
+    ("plot max_params", lambda: _plots().plot_hyperparameters(_results(), max_params=-1), ValueError,
+     "max_params: expected an int >= 1 or None, but got -1"),
+    ("plot config_id", lambda: _plots().plot_learning_curves(_results(), config_id=5), ValueError,
+     "config_id: expected one of [0, 1], but got 5"),
+    ("save_plots folder", lambda: _plots().save_plots(_results(), None), TypeError,
+     "folder: expected a folder, but got NoneType"),
+    ("save_plots dpi", lambda: _plots().save_plots(_results(), "plots", dpi=0.5), ValueError,
+     "dpi: expected an int >= 1, but got 0.5"),
+    ("report path", lambda: _report().write_report(_results(), 5), TypeError,
+     "path: expected an HTML file or a folder or None, but got 5"),
+    ("experiment_table exp_dir", lambda: glimr_cv.experiment_table(None), TypeError,
+     "exp_dir: expected an experiment folder, but got NoneType"),
+    ("experiment_table checkpointed", lambda: glimr_cv.experiment_table("/tmp", checkpointed="yes"), TypeError,
+     "checkpointed: expected True or False, but got 'yes'"),
     ("load_results name", lambda: glimr_cv.load_results("/tmp", 3), TypeError,
      "name: expected a folder name or None, but got 3"),
     # helpers

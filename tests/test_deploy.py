@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -129,6 +130,13 @@ def test_predict_on_zero_rows_gives_zero_rows_of_each_output():
         out = predict(named, data)
         assert sorted(out) == ["y", "z"] and out["y"].shape == (0, 2) and out["z"].shape == (0, 1)
         assert out["y"].dtype == np.float32
+
+
+def test_a_single_value_is_not_rows_of_features():
+    single = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=re.escape("data: expected rows of features (an array whose first axis is the "
+                                                   "rows), but got a single value 3.0")):
+        predict(single, 3.0)
 
 
 def test_inputs_with_different_numbers_of_rows_are_refused_naming_each():

@@ -444,6 +444,21 @@ def test_attention_weights_of_one_bag_and_of_a_batch():
     assert np.array_equal(attention_weights(model, loader.bag(0), layer="pooling"), attention_weights(model, loader.bag(0)))
     with pytest.raises(ValueError, match=re.escape("bag: expected an (n, ...) array of at least one instance, but got shape (0, 64)")):
         attention_weights(model, np.zeros((0, 64), "float32"))
+    with pytest.raises(TypeError, match=re.escape("model: expected a Keras model with an AttentionPooling, "
+                                                  "GatedAttentionPooling or MeanPooling layer, but got 'model.keras'")):
+        attention_weights("model.keras", loader.bag(0))
+
+
+def test_a_heatmap_names_coords_values_or_a_tile_size_it_cannot_draw():
+    from glimr_cv.mil import plot_heatmap
+
+    coords = np.array([[0, 0], [256, 0], [0, 256]])
+    with pytest.raises(ValueError, match=re.escape("tile: expected a tile size > 0 in the units of coords, or None, "
+                                                   "but got 0")):
+        plot_heatmap(coords, [0.2, 0.3, 0.5], tile=0)
+    with pytest.raises(ValueError, match=re.escape("values: expected numbers, but got list ['a', 'b', 'c']")):
+        plot_heatmap(coords, ["a", "b", "c"])
+    assert plot_heatmap(coords, [0.2, 0.3, 0.5], tile=256.0) is not None
 
 
 # --------------------------------------------------------------------------- example data

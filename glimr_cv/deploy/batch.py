@@ -111,7 +111,11 @@ def to_model_input(model, data: Any) -> Any:
             x = [np.asarray(d) for d in data]
             same_rows("data", dict(zip(inputs, x)))
             return x
-        return np.asarray(data)
+        x = np.asarray(data)
+        if x.ndim == 0:  # Keras would fail deep inside predict on an array without a row axis
+            raise ValueError(expected("data", "rows of features (an array whose first axis is the rows)",
+                                      got=f"a single value {data!r}"))
+        return x
     raise TypeError(expected("data", "a NumPy array, a dict of arrays, a pandas DataFrame or a tf.data.Dataset",
                              got=type(data).__name__))
 

@@ -9,6 +9,7 @@ matplotlib (the ``plots`` extra).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,14 @@ def tile_size(coords: np.ndarray) -> float:
     return float(min(steps)) if steps else 1.0
 
 
+def _numbers(name: str, values: Any) -> np.ndarray:
+    """``values`` as float64, or the template's message naming ``name``."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(expected(name, "numbers", got=f"{type(values).__name__} {str(values)[:60]}")) from None
+
+
 def plot_heatmap(coords: Any, values: Any, ax: Any = None, tile: float | None = None, cmap: str = "magma",
                  title: str | None = None, colorbar: bool = True, label: str = "attention"):
     """Draw per-tile ``values`` at their ``coords``: the heatmap a pathologist reads over the slide.
@@ -134,8 +143,10 @@ def plot_heatmap(coords: Any, values: Any, ax: Any = None, tile: float | None = 
     """
     import matplotlib.pyplot as plt
 
-    xy = np.asarray(coords, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64).ravel()
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, numbers.Real) or not tile > 0):
+        raise ValueError(expected("tile", "a tile size > 0 in the units of coords, or None", tile))
+    xy, v = (_numbers(name, array) for name, array in (("coords", coords), ("values", values)))
+    v = v.ravel()
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(expected("coords", "an (n, 2) array of tile positions", got=f"shape {xy.shape}"))
     if len(v) != len(xy):

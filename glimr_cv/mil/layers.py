@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..checks import expected
+from ..checks import check_type, expected
 
 __all__ = ["AttentionPooling", "GatedAttentionPooling", "MeanPooling", "MaxPooling", "POOLINGS", "bag_pooling",
            "attention_weights"]
@@ -211,6 +211,7 @@ def bag_pooling(pooling: str, units: int = 128, **kwargs) -> keras.layers.Layer:
 def _pooling_layer(model, layer):
     """The layer whose attention :func:`attention_weights` reads: ``layer``, or the model's only one."""
     kinds = "an AttentionPooling, GatedAttentionPooling or MeanPooling layer"
+    check_type("model", model, keras.Model, f"a Keras model with {kinds}")
     if isinstance(layer, str):
         layer = model.get_layer(layer)
         if not isinstance(layer, _WeightedPooling):

@@ -11,7 +11,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ..checks import check_callable, check_choice, check_int, check_type, expected
+from ..checks import check_bool, check_callable, check_choice, check_int, check_type, expected
 from ..schema import DETAILS, GLIMR_NAMES, KEYS, LOCATION, META, PROFILE, REPORT_KEYS, SCORE, STATUS, trial_error
 from ..direction import Direction
 
@@ -38,6 +38,7 @@ def _trials(exp_dir: str, run: str | None = None):
     """
     from ..engine.store import FolderError
 
+    check_type("exp_dir", exp_dir, (str, os.PathLike), "an experiment folder")
     if not os.path.isdir(exp_dir):
         raise FileNotFoundError(f"exp_dir: {exp_dir!r} is not a directory")
     for folder in sorted(glob.glob(os.path.join(exp_dir, "c*_f*_*"))):
@@ -197,6 +198,7 @@ def experiment_table(exp_dir: str, checkpointed: bool = True) -> pd.DataFrame:
         Keep only trials with a checkpoint (finished folds), as glimr does;
         ``False`` also lists running and failed folds.
     """
+    check_bool("checkpointed", checkpointed)
     df = read_folds(exp_dir)
     if checkpointed:
         df = df[df["checkpoint_path"].notna()].reset_index(drop=True)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..checks import expected
+from ..checks import check_id, check_int, check_type, expected
 from ..direction import Direction
 
 __all__ = ["plot_fold_scores", "plot_timeline", "plot_learning_curves", "plot_hyperparameters", "save_plots",
@@ -133,6 +133,7 @@ def plot_fold_scores(results, max_configs: int = 40):
     -------
     matplotlib.figure.Figure
     """
+    check_int("max_configs", max_configs, 1, allow_none=True)
     results = _as_results(results)
     table, folds, metric = results.table, results.folds, results.metric
     order = [int(c) for c in table["config_id"]][:max_configs] if len(table) else []
@@ -369,7 +370,7 @@ def plot_learning_curves(results, config_id: int | None = None):
     if metric not in epochs:
         epochs = epochs.iloc[0:0]
     status = _statuses(results)
-    cid, why = config_id, "chosen"
+    cid, why = (None if config_id is None else check_id("config_id", config_id, results.configs)), "chosen"
     if cid is None:
         cid, why = results.best_config_id, "best"
     if cid is None:
@@ -463,6 +464,7 @@ def plot_hyperparameters(results, max_params: int = 12):
     -------
     matplotlib.figure.Figure
     """
+    check_int("max_params", max_params, 1, allow_none=True)
     results = _as_results(results)
     table, metric = results.table, results.metric
     columns = _searched_columns(table)[:max_params] if len(table) else []
@@ -560,6 +562,8 @@ def save_plots(results, folder: str, dpi: int = 100) -> list[str]:
     list of str
         The paths written, in that order.
     """
+    check_type("folder", folder, (str, os.PathLike), "a folder")
+    check_int("dpi", dpi, 1)
     results = _as_results(results)
     os.makedirs(folder, exist_ok=True)
     paths = []

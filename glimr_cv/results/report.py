@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..checks import check_type
 from .plots import PLOTS, STATUS_COLORS, _as_results
 
 __all__ = ["write_report", "report_html", "run_state", "REPORT_FILE", "RECENT_SECONDS"]
@@ -475,6 +476,7 @@ def write_report(exp_dir, path: str | None = None) -> str:
     str
         The absolute path written.
     """
+    check_type("path", path, (str, os.PathLike), "an HTML file or a folder", allow_none=True)
     results = _as_results(exp_dir)
     if path is None:
         path = os.path.join(results.path, REPORT_FILE)
