@@ -126,8 +126,8 @@ def plot_fold_scores(results, max_configs: int = 40):
     ----------
     results : SearchResults or str
         The results, or an experiment folder.
-    max_configs : int
-        Most configurations shown.
+    max_configs : int or None
+        Most configurations shown; None shows all.
 
     Returns
     -------
@@ -457,8 +457,8 @@ def plot_hyperparameters(results, max_params: int = 12):
     ----------
     results : SearchResults or str
         The results, or an experiment folder.
-    max_params : int
-        Most panels drawn.
+    max_params : int or None
+        Most panels drawn; None draws all.
 
     Returns
     -------
