@@ -177,6 +177,7 @@ def nested_cv(search, local_dir: str, outer_folds: int = 5, name: str | None = N
         _inner_search(search, k, train)  # every outer fold can make the inner folds, before anything runs
 
     check_type("local_dir", local_dir, (str, os.PathLike), "a path")
+    check_type("name", name, str, "a folder name", allow_none=True)
     name = name or datetime.datetime.now().strftime("nested_%Y-%m-%d_%H-%M-%S")
     root = os.path.abspath(os.path.join(os.path.expanduser(os.fspath(local_dir)), name))
     _check_settings(root, {"outer_folds": int(outer_folds), "rows": int(loader.n), "metric": search.metric,

@@ -130,6 +130,8 @@ def test_nested_cv_names_bad_input_before_anything_runs(tmp_path):
         nested_cv(search, str(tmp_path), final="best")
     with pytest.raises(ValueError, match=r"outer_folds: expected an int in \[2, 1797\]"):
         nested_cv(search, str(tmp_path), outer_folds=1)
+    with pytest.raises(TypeError, match=r"name: expected a folder name or None, but got 3"):
+        nested_cv(search, str(tmp_path), name=3)
     # patients: 4 of them, so an outer training side holds 2, too few for 3 inner folds
     few = kfold_loader(x[:40], {"digit": y[:40]}, groups=np.arange(40) % 4, splitter="group")
     with pytest.raises(ValueError, match=r"outer fold 0: its 20 training rows cannot make the search's folds; "
