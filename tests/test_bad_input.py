@@ -177,6 +177,15 @@ CASES = [
     ("keras_optimizer", lambda: glimr_cv.keras_optimizer({"method": "lbfgs"}), ValueError,
      "optimization/method: unknown optimizer 'lbfgs'; expected one of ['adadelta', 'adagrad', 'adam', 'adamw', "
      "'nadam', 'rms', 'sgd']"),
+    ("keras_losses of the tasks section", lambda: glimr_cv.keras_losses({"digit": {}}), TypeError,
+     "config: expected a sampled configuration (the builder's argument) with a tasks section, but got a dict with "
+     "keys ['digit']"),
+    ("keras_optimizer of the whole config",
+     lambda: glimr_cv.keras_optimizer({"optimization": {"method": "adam"}, "tasks": {}}), TypeError,
+     "config: expected an optimization section, config['optimization'], with a method, but got a dict with keys "
+     "['optimization', 'tasks']"),
+    ("sample_space seed", lambda: sample_space({"a": {1, 2}}, "7"), TypeError,
+     "seed: expected an int, a random.Random or None, but got '7'"),
     ("ttest alpha", lambda: TTest(alpha=2), ValueError, "alpha: expected a number in (0, 1), but got 2"),
     ("paired tolerance", lambda: Paired(tolerance=-1), ValueError,
      "tolerance: expected a finite number >= 0, but got -1"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -62,6 +63,21 @@ class FunctionLoss(keras.losses.Loss):
         return cls(fn, **config.pop("fn_kwargs"), **config)
 
 
+def _what(config: Any) -> str:
+    """What a builder helper got instead of the section it needs, in words."""
+    if isinstance(config, Mapping):
+        return f"a dict with keys {sorted(map(str, config))[:8]}"
+    return repr(config) if isinstance(config, (str, int, float)) else type(config).__name__
+
+
+def _tasks(config: Any) -> Mapping:
+    """The ``tasks`` section of a sampled configuration, or a message that says what was passed instead."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("tasks"), Mapping):
+        raise TypeError(expected("config", "a sampled configuration (the builder's argument) with a tasks section",
+                                 got=_what(config)))
+    return config["tasks"]
+
+
 def keras_losses(config: dict) -> tuple[dict, dict]:
     """Per-task losses and loss weights for ``model.compile``.
 
@@ -77,7 +93,7 @@ def keras_losses(config: dict) -> tuple[dict, dict]:
         Both keyed by task name, the names of the model's outputs.
     """
     losses, weights = {}, {}
-    for task_name, task in config["tasks"].items():
+    for task_name, task in _tasks(config).items():
         spec = task["loss"]
         losses[task_name] = _instantiate(
             spec["loss"], dict(spec.get("kwargs") or {}), spec.get("name"), f"tasks/{task_name}/loss", "loss"
@@ -93,7 +109,7 @@ def keras_metrics(config: dict) -> dict:
     and the search reports them as ``{task}_{name}``.
     """
     out = {}
-    for task_name, task in config["tasks"].items():
+    for task_name, task in _tasks(config).items():
         path = f"tasks/{task_name}"
         out[task_name] = [
             _instantiate(m["metric"], dict(m.get("kwargs") or {}), m["name"], f"{path}/metrics", "metric")
@@ -115,6 +131,9 @@ def keras_optimizer(config: dict) -> keras.optimizers.Optimizer:
     ValueError
         For an unknown method, listing the known ones.
     """
+    if not isinstance(config, Mapping) or "optimization" in config:
+        raise TypeError(expected("config", "an optimization section, config['optimization'], with a method",
+                                 got=_what(config)))
     method = config.get("method")
     if method not in OPTIMIZERS:
         raise ValueError(f"optimization/method: unknown optimizer {method!r}; expected one of {sorted(OPTIMIZERS)}")

@@ -733,7 +733,10 @@ def sample_space(space: dict, seed: int | random.Random | None = None) -> dict:
         the options of a choice are sampled only when chosen, a grid takes one of
         its values at random, and ``tune.sample_from`` functions are called last.
     """
-    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    if not (seed is None or isinstance(seed, random.Random)
+            or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool))):
+        raise TypeError(expected("seed", "an int, a random.Random or None", seed))
+    rng = seed if isinstance(seed, random.Random) else random.Random(None if seed is None else int(seed))
     return resolve(parse_space(space), rng)
 
 
