@@ -154,6 +154,22 @@ def test_npy_files_and_uris_are_read_too(npy_cohort):
     np.testing.assert_array_equal(by_uri.bag(3), loader.bag(3))
 
 
+def test_a_feature_file_is_read_from_a_pathlib_path_and_a_path_that_is_not_one_is_named(npy_cohort, tmp_path):
+    import pathlib
+
+    from glimr_cv.mil import slide_info
+
+    path = npy_cohort["path"][0]
+    np.testing.assert_array_equal(read_slide(pathlib.Path(path)), read_slide(path))
+    assert slide_info(pathlib.Path(path)) == slide_info(path)
+    for read in (read_slide, slide_info):
+        with pytest.raises(TypeError, match=re.escape("path: expected a feature file's path or URI, but got 3")):
+            read(3)
+    with pytest.raises(ValueError, match=re.escape("path: expected an HDF5 (.h5, .hdf5) or NumPy (.npy) feature "
+                                                   f"file, but got {str(tmp_path / 'tiles.csv')!r}")):
+        read_slide(tmp_path / "tiles.csv")
+
+
 def test_subset_and_rows_dataset(cohort):
     loader = kfold_slide_loader(cohort, time="time", event="event", task="risk")
     rows = np.arange(0, loader.n, 2)

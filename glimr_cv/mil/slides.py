@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_choice, check_int, expected
+from ..checks import check_choice, check_int, check_type, expected
 from ..data.contract import DEFAULT_FOLDS
 from .bags import BagFolds, bag_rows
 
@@ -41,6 +41,12 @@ class SlideInfo:
     width: int
     dtype: str
     coords: bool
+
+
+def _path(path: Any) -> str:
+    """A feature file's path (str or ``os.PathLike``) or URI, as a string."""
+    check_type("path", path, (str, os.PathLike), "a feature file's path or URI")
+    return os.fspath(path)
 
 
 def _open(path: str):
@@ -68,7 +74,7 @@ def _kind(path: str) -> str:
         return "hdf5"
     if lower.endswith(".npy"):
         return "npy"
-    raise ValueError(f"expected an HDF5 (.h5, .hdf5) or NumPy (.npy) feature file, but got {path!r}")
+    raise ValueError(expected("path", "an HDF5 (.h5, .hdf5) or NumPy (.npy) feature file", path))
 
 
 def _coords_path(path: str) -> str:
@@ -97,6 +103,7 @@ def slide_info(path: str, features: str = "features", coords: str = "coords") ->
         When it cannot be read as HDF5 or ``.npy``, or holds no ``(n_tiles, d)``
         ``features`` array of at least one tile.
     """
+    path = _path(path)
     if not _exists(path):
         raise FileNotFoundError(f"no such feature file {path!r}")
     kind = _kind(path)
@@ -131,7 +138,7 @@ def read_slide(path: str, rows: np.ndarray | None = None, features: str = "featu
 
     Parameters
     ----------
-    path : str
+    path : str or os.PathLike
         An HDF5 or ``.npy`` feature file, a local path or a URI.
     rows : numpy.ndarray, optional
         Increasing tile indices to read; only those are read from the file.
@@ -141,6 +148,7 @@ def read_slide(path: str, rows: np.ndarray | None = None, features: str = "featu
         Read this HDF5 dataset of coordinates instead (``.npy``: the
         ``<stem>.coords.npy`` file beside it), as float64.
     """
+    path = _path(path)
     kind = _kind(path)
     if not _exists(path):
         raise FileNotFoundError(f"no such feature file {path!r}")
