@@ -11,7 +11,8 @@ import numpy as np
 
 from .checks import expected
 
-__all__ = ["check_keras_file", "load_keras_model", "input_structure", "model_inputs", "model_output_names", "named_outputs", "to_numpy_outputs"]
+__all__ = ["check_keras_file", "load_keras_model", "input_structure", "model_inputs", "model_output_names", "named_outputs",
+           "to_numpy_outputs", "shape_text", "conform_rows"]
 
 
 def input_structure(model) -> Any:
@@ -51,6 +52,71 @@ def model_inputs(model) -> tuple[str, dict]:
             return "single", {structure[0].name: spec(structure[0])}
         return "list", {t.name: spec(t) for t in structure}
     return "single", {structure.name: spec(structure)}
+
+
+def shape_text(shape: tuple) -> str:
+    """``(any, 4)`` for ``(None, 4)``, ``(4,)`` for ``(4,)``: a shape as messages show it."""
+    dims = ["any" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _fits(row: tuple, shape: tuple) -> bool:
+    """Whether rows of shape ``row`` fit an input of shape ``shape`` (both without the batch axis), by Keras's rule.
+
+    A functional model adds or drops one trailing axis of size 1 to reach its
+    input's rank (``Functional._adjust_input_rank``), and an unknown dimension
+    (None) takes any size.
+    """
+    row, shape = tuple(row), tuple(shape)
+    if len(row) == len(shape) + 1 and row[-1] == 1:
+        row = row[:-1]
+    elif len(row) + 1 == len(shape) and shape[-1] == 1:
+        shape = shape[:-1]
+    return len(row) == len(shape) and all(s is None or s == r for r, s in zip(row, shape))
+
+
+def conform_rows(name: str, model, x: Any) -> Any:
+    """Model input ``x`` (NumPy: an array, a list of arrays, or a dict by input name) in the rank the model takes.
+
+    Rows that fit by Keras's rule (:func:`_fits`) get the input's own rank here
+    (a trailing axis of size 1 added or dropped): a Keras model that predicted one
+    rank and is then given the other fails to retrace ("as_list() is not defined
+    on an unknown TensorShape", Keras 3.15). Rows that do not fit are refused,
+    naming the input, where Keras would fail from inside ``predict``. A model
+    whose input shapes are unknown (subclassed) takes ``x`` as it is.
+
+    Raises
+    ------
+    ValueError
+        ``"data: expected rows of shape (4,) ..., but got 1 row of shape ()"``.
+    """
+    kind, inputs = model_inputs(model)
+    names = list(inputs)
+    if kind == "dict" and isinstance(x, dict):
+        given = [(n, f"{name}[{n!r}]", n) for n in names if n in x]  # (key in x, where, input name)
+    elif kind == "list" and isinstance(x, (list, tuple)) and len(x) == len(names):
+        given = [(i, f"{name}[{i}]", n) for i, n in enumerate(names)]
+    elif kind == "single" and not isinstance(x, (dict, list, tuple)):
+        given = [(0, name, names[0])]
+    else:
+        return x  # unknown shapes, or a structure Keras maps itself (a dict for positional inputs, say)
+    out = dict(x) if kind == "dict" else list(x) if kind == "list" else [x]
+    for key, where, input_name in given:
+        value = np.asarray(out[key])
+        shape, got = inputs[input_name][0], value.shape[1:]
+        if not value.ndim:
+            continue  # no row axis: the caller's message
+        if not _fits(got, shape):
+            rows = f"{value.shape[0]} row{'' if value.shape[0] == 1 else 's'}"
+            raise ValueError(expected(where, f"rows of shape {shape_text(shape)}, as the model's input {input_name!r} "
+                                             f"takes them (a trailing axis of size 1 may be added or left out)",
+                                      got=f"{rows} of shape {shape_text(got)}"))
+        if len(got) == len(shape) + 1:
+            value = value[..., 0]
+        elif len(got) + 1 == len(shape):
+            value = value[..., None]
+        out[key] = value
+    return out if kind != "single" else out[0]
 
 
 def model_output_names(model) -> list[str]:

@@ -139,6 +139,50 @@ def test_a_single_value_is_not_rows_of_features():
         predict(single, 3.0)
 
 
+def test_rows_of_another_shape_are_refused_naming_the_input_and_both_shapes():
+    single = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    name = single.inputs[0].name
+    for data, got in [([1.0], "1 row of shape ()"), (np.zeros((3, 3)), "3 rows of shape (3,)"),
+                      (np.zeros((2, 4, 2)), "2 rows of shape (4, 2)")]:
+        with pytest.raises(ValueError, match=re.escape(f"data: expected rows of shape (4,), as the model's input "
+                                                       f"{name!r} takes them (a trailing axis of size 1 may be added "
+                                                       f"or left out), but got {got}")):
+            predict(single, data)
+    with pytest.raises(ValueError, match=re.escape("data['a']: expected rows of shape (3,)")):
+        predict(_named_model(), {"a": np.zeros((2, 2)), "b": np.zeros((2, 1))})
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    listed = keras.Model([a, b], keras.layers.Dense(1)(keras.layers.Concatenate()([a, b])))
+    with pytest.raises(ValueError, match=re.escape("data[1]: expected rows of shape (1,), as the model's input 'b'")):
+        predict(listed, [np.zeros((2, 3)), np.zeros((2, 2))])
+
+
+def test_a_trailing_axis_of_size_one_is_taken_either_way_and_in_any_order():
+    # plain Keras fails on the second call: its predict function, traced for one rank, cannot retrace for the other
+    single = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x = np.arange(12, dtype="float32").reshape(3, 4)
+    expected = single.predict(x, verbose=0)
+    np.testing.assert_allclose(predict(single, x[..., None]), expected, rtol=1e-6)
+    np.testing.assert_allclose(predict(single, x), expected, rtol=1e-6)
+    one = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2)])
+    assert predict(one, np.zeros(5)).shape == predict(one, np.zeros((5, 1))).shape == (5, 2)
+    a, b = keras.Input((3,), name="a"), keras.Input((1,), name="b")
+    listed = keras.Model([a, b], keras.layers.Concatenate()([a, b]))
+    assert predict(listed, [np.zeros((2, 3)), np.zeros(2)]).shape == (2, 4)
+
+
+def test_a_ray_data_batch_of_another_shape_is_refused_before_keras_sees_it(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.save(tmp_path / "m.keras")
+    predictor = BatchPredictor(str(tmp_path / "m.keras"), feature_columns=["a", "b", "c"], keep_columns=["id"])
+    batch = {"a": np.zeros(2), "b": np.zeros(2), "c": np.zeros(2), "id": np.arange(2)}
+    with pytest.raises(ValueError, match=re.escape("predict_ray: features: expected rows of shape (4,)")
+                       + ".*" + re.escape("but got 2 rows of shape (3,)")):
+        predictor(batch)
+    batch["d"] = np.ones(2)
+    predictor.feature_columns = ["a", "b", "c", "d"]
+    assert predictor(batch)["prediction"].shape == (2, 2)
+
+
 def test_inputs_with_different_numbers_of_rows_are_refused_naming_each():
     with pytest.raises(ValueError, match=r"data: expected the same number of rows for every input, but got "
                                          r"'a': 2 rows, 'b': 3 rows"):

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_bool, check_int, check_type, expected
-from ..keras_io import check_keras_file, load_keras_model, model_inputs, model_output_names, to_numpy_outputs
+from ..keras_io import (check_keras_file, conform_rows, load_keras_model, model_inputs, model_output_names,
+                        to_numpy_outputs)
 
 __all__ = ["load_keras_model", "check_keras_file", "model_inputs", "model_output_names", "to_model_input",
            "same_rows", "nan_rows", "check_no_nan", "empty_outputs", "predict", "BatchPredictor", "predict_ray"]
@@ -274,7 +275,8 @@ def predict(model_or_path: Any, data: Any, batch_size: int = 256, allow_nan: boo
     ------
     FileNotFoundError, ValueError
         On a missing or unreadable model file; on missing inputs, inputs with
-        different numbers of rows, or NaN (without ``allow_nan``).
+        different numbers of rows, rows whose shape the model does not take, or
+        NaN (without ``allow_nan``).
     """
     check_int("batch_size", batch_size, 1)
     check_bool("allow_nan", allow_nan)
@@ -294,6 +296,7 @@ def predict(model_or_path: Any, data: Any, batch_size: int = 256, allow_nan: boo
 
     if isinstance(x, tf.data.Dataset):
         return to_numpy_outputs(model, _predict_dataset(model, x, allow_nan))
+    x = conform_rows("data", model, x)
     if not allow_nan:
         check_no_nan("data", x, list(model_inputs(model)[1]))
     named = _named(x, [])
@@ -403,6 +406,7 @@ class BatchPredictor:
 
     def __call__(self, batch: dict) -> dict:
         x = self.features(batch)
+        x = conform_rows("predict_ray: features", self.model, x)
         self.check(batch, x)
         rows = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
         if rows == 0:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_bool, check_choice, check_int, check_number, check_type, expected
+from ..keras_io import shape_text
 
 __all__ = ["serve", "ModelServer", "RequestError", "parse_request", "expected_request", "jsonable", "scan_json",
            "max_depth", "connect_ray"]
@@ -55,11 +56,6 @@ class RequestError(Exception):
         self.message = message
 
 
-def _shape_text(shape: tuple) -> str:
-    dims = ["any" if d is None else str(d) for d in shape]
-    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-
-
 def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -70,7 +66,7 @@ def _row_text(shape: tuple) -> str:
     if len(shape) == 1:
         n = shape[0]
         return f"[<{'some' if n is None else n} number{'' if n == 1 else 's'}>]"
-    return f"<nested list of shape {_shape_text(shape)}>"
+    return f"<nested list of shape {shape_text(shape)}>"
 
 
 def expected_request(kind: str, inputs: dict) -> str:
@@ -229,11 +225,11 @@ def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, exam
             got = shape_of(row)
             if got is None or got != first:
                 what = ("is ragged (its items differ in length)" if got is None else
-                        f"has shape {_shape_text(got)}, {where(0)} has {_shape_text(first)}")
-                raise RequestError(400, f"{name}: expected rows of one shape {_shape_text(shape) if shape else ''}, "
+                        f"has shape {shape_text(got)}, {where(0)} has {shape_text(first)}")
+                raise RequestError(400, f"{name}: expected rows of one shape {shape_text(shape) if shape else ''}, "
                                         f"as in {example}, but the rows differ in length: {where(i)} {what}") from None
         raise RequestError(400, expected(name,
-                                         f"rows of one shape {_shape_text(shape) if shape else ''}, as in {example}",
+                                         f"rows of one shape {shape_text(shape) if shape else ''}, as in {example}",
                                          got="rows NumPy cannot stack")) from None
     if array.dtype == object:  # numbers NumPy keeps as objects: null (when allowed), integers beyond int64
         not_a_number()
@@ -251,9 +247,9 @@ def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, exam
     if shape is not None:
         got = array.shape[1:]
         if array.ndim != len(shape) + 1 or any(e is not None and e != g for e, g in zip(shape, got)):
-            raise RequestError(400, expected(name, f"a list of rows of shape {_shape_text(shape)}, as in {example}",
+            raise RequestError(400, expected(name, f"a list of rows of shape {shape_text(shape)}, as in {example}",
                                              got=f"{_count(array.shape[0] if array.ndim else 0, 'row')} of shape "
-                                                 f"{_shape_text(got)}"))
+                                                 f"{shape_text(got)}"))
     check_finite(array, where, allow_nan, example)
     target = np.dtype(dtype or "float32")
     with np.errstate(over="ignore", invalid="ignore"):
