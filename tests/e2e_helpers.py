@@ -209,3 +209,32 @@ def slide_builder(config):
     outputs = {"label": keras.layers.Dense(1, activation="sigmoid", name="label")(z)}
     losses, weights = keras_losses(config)
     return keras.Model({"instances": instances, "mask": mask}, outputs), losses, weights, keras_metrics(config)
+
+
+def bag_model_file(folder, width):
+    """An untrained attention-MIL model for instances of ``width`` features, saved in ``folder``: its path."""
+    import keras
+
+    from glimr_cv.mil import bag_pooling
+
+    keras.utils.set_random_seed(0)
+    instances = keras.Input((None, width), name="instances")
+    mask = keras.Input((None,), dtype="bool", name="mask")
+    pooled = bag_pooling("attention", units=4)(keras.layers.Dense(4)(instances), mask=mask)
+    path = str(folder / "bag.keras")
+    keras.Model({"instances": instances, "mask": mask}, keras.layers.Dense(2)(pooled)).save(path)
+    return path
+
+
+def damaged_cohort(cohort, folder):
+    """``cohort`` with a missing file (row 1), a file that is not HDF5 (row 2) and features of another width (row 3)."""
+    import h5py
+
+    bad = cohort.copy()
+    (folder / "corrupt.h5").write_bytes(b"junk")
+    with h5py.File(folder / "wide.h5", "w") as f:
+        f["features"] = np.zeros((6, 3), "float32")
+    bad.loc[1, "path"], bad.loc[2, "path"], bad.loc[3, "path"] = [str(folder / n) for n in
+                                                                  ("missing.h5", "corrupt.h5", "wide.h5")]
+    return bad
+

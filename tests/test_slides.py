@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import e2e_helpers as h
 from glimr_cv.data import is_row_loader
 from glimr_cv.mil import kfold_slide_loader, read_slide, synthetic_slides
 
@@ -299,3 +300,30 @@ def test_manifest_frame_is_not_changed(cohort):
     before = cohort.copy()
     kfold_slide_loader(cohort.assign(path=[os.path.relpath(p) for p in cohort["path"]]), labels="high_risk")
     pd.testing.assert_frame_equal(cohort, before)
+
+
+def test_predict_slides_names_every_slide_it_could_not_predict_and_keeps_the_others_on_request(cohort, tmp_path):
+    from glimr_cv.mil import predict_slides
+
+    width = read_slide(cohort["path"][0]).shape[1]
+    model = h.bag_model_file(tmp_path, width)
+    bad = h.damaged_cohort(cohort, tmp_path)
+    clean = predict_slides(model, cohort, batch_size=3)
+    with pytest.raises(ValueError) as raised:
+        predict_slides(model, bad, batch_size=3)
+    message = str(raised.value)
+    assert message.startswith(f"predict_slides: 3 of {len(bad)} slides could not be predicted: ")
+    for slide, text in [(1, "FileNotFoundError: no such feature file"), (2, "OSError: "),
+                        (3, f"ValueError: bags: expected instances of shape ({width},), as the model's input "
+                            "'instances' takes them, but got instances of shape (3,)")]:
+        assert f"{bad['slide'][slide]!r} ({bad['path'][slide]}): {text}" in message
+    assert message.endswith("pass errors='keep' for the other slides' predictions and an 'error' column")
+    kept = predict_slides(model, bad, batch_size=3, errors="keep")
+    assert list(kept.columns) == ["slide", "prediction", "error"] and list(kept["slide"]) == list(bad["slide"])
+    failed = kept["error"] != ""
+    assert list(np.flatnonzero(failed)) == [1, 2, 3]
+    assert np.isnan(np.stack(kept["prediction"][failed])).all()
+    np.testing.assert_allclose(np.stack(kept["prediction"][~failed]), np.stack(clean["prediction"][~failed]),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="errors: expected one of 'raise', 'keep', but got 'skip'"):
+        predict_slides(model, cohort, errors="skip")

@@ -8,6 +8,8 @@ import uuid
 import numpy as np
 import pytest
 
+import e2e_helpers as h
+
 from glimr_cv import Search, nested_cv
 from glimr_cv.mil import BagKFoldLoader, SlideKFoldLoader, kfold_slide_loader, synthetic_slides
 
@@ -247,3 +249,22 @@ def test_nested_cv_with_a_bag_loader_and_a_slide_loader_keeps_outer_test_rows_ou
     assert nested.table["outer_label_auc"].between(0, 1).all()
     ids = lambda rows: patient_ids[np.asarray(rows)].tolist()  # noqa: E731
     _check_no_leak(nested, ids, _records(str(records)))
+
+
+def test_bad_slides_on_ray_data_are_named_and_a_rerun_after_them_gets_its_cpus(cohort, ray_local, tmp_path):
+    # the slides' failures come back as rows: an exception out of Ray Data would keep its actors, and the CPUs they
+    # hold, for as long as something keeps the exception (a notebook keeps the last one), and a rerun needing those
+    # CPUs would wait for ever; here the actors take every CPU of the test Ray and the failure stays referenced
+    from glimr_cv.mil import predict_slides, read_slide
+
+    model = h.bag_model_file(tmp_path, read_slide(cohort["path"][0]).shape[1])
+    bad = h.damaged_cohort(cohort.iloc[:8].reset_index(drop=True), tmp_path)
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    with pytest.raises(ValueError, match=r"^predict_slides: 3 of 8 slides could not be predicted: ") as raised:
+        predict_slides(model, bad, ray=True, concurrency=cpus, batch_size=3)
+    kept = predict_slides(model, bad, ray=True, concurrency=cpus, batch_size=3, errors="keep")
+    assert list(np.flatnonzero(kept["error"] != "")) == [1, 2, 3] and raised.value is not None
+    local = predict_slides(model, bad, batch_size=3, errors="keep")
+    assert list(kept["slide"]) == list(local["slide"]) and list(kept["error"]) == list(local["error"])
+    ok = (kept["error"] == "").to_numpy()
+    np.testing.assert_allclose(np.stack(kept["prediction"][ok]), np.stack(local["prediction"][ok]), rtol=1e-5)

@@ -492,6 +492,17 @@ def predict_ray(model_path: str | os.PathLike, dataset: Any, batch_size: int = 2
     FileNotFoundError, ValueError, TypeError
         On a missing or unreadable model file, columns the dataset does not
         have, or bad arguments.
+
+    Notes
+    -----
+    When consuming the dataset fails (NaN refused, say), Ray Data (2.60) lets
+    its actors, and the CPUs they reserved, go only once nothing holds the
+    exception (ray-project/ray#24948). A script's ``except`` block lets it go;
+    a notebook keeps it, even after ``del sys.last_value``. A rerun that needs
+    those CPUs then waits without a word: leave it free CPUs (fewer
+    ``concurrency`` x ``num_cpus``) or restart the kernel.
+    :func:`glimr_cv.mil.predict_slides` is spared: a slide's failure comes back
+    as a row.
     """
     import ray.data
 

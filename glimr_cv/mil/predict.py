@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_int, check_type, expected
+from ..checks import check_choice, check_int, check_type, expected
 
 __all__ = ["bag_batches", "bag_dataset", "predict_bags", "predict_slides", "SlidePredictor"]
 
@@ -108,7 +108,22 @@ def predict_bags(model_or_path: Any, bags: Any, batch_size: int = 8, preprocess:
     arrays = _bag_arrays(bags)
     if preprocess is not None:
         arrays = [np.asarray(preprocess.transform(a.reshape(len(a), -1)), dtype=np.float32) for a in arrays]
+    _check_instances(model, arrays[0].shape[1:], "after preprocess" if preprocess is not None else "")
     return _outputs(model, bag_batches(arrays, batch_size))
+
+
+def _check_instances(model, got: tuple, when: str) -> None:
+    """Refuse instances of another shape than the model's ``instances`` input takes (Keras's error names no slide)."""
+    from ..keras_io import model_inputs, shape_text
+
+    kind, inputs = model_inputs(model)
+    if kind != "dict" or "instances" not in inputs:
+        return
+    want = inputs["instances"][0][1:]  # (bag length, *instance shape): the instance shape
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+        raise ValueError(expected("bags", f"instances of shape {shape_text(want)}, as the model's input 'instances' "
+                                          f"takes them", got=f"instances of shape {shape_text(got)}"
+                                  + (f" {when}" if when else "")))
 
 
 def _manifest(manifest: Any, path: str, slide: str | None):
@@ -133,12 +148,21 @@ def _manifest(manifest: Any, path: str, slide: str | None):
                          "order": np.arange(len(frame))})
 
 
+def _rows(out: Any, n: int) -> list:
+    """Predictions of ``n`` bags, one entry per bag: an array, or a dict by output name."""
+    if isinstance(out, dict):
+        return [{k: v[i] for k, v in out.items()} for i in range(n)]
+    return list(out)
+
+
 class SlidePredictor:
     """What :func:`predict_slides` maps over a ``ray.data.Dataset`` of slides: the model loaded once per actor.
 
-    Each batch is a dict of NumPy columns ``slide`` and ``path``; each file is
-    read whole (``features``), optionally transformed, and the bags are
-    predicted ``batch_size`` at a time.
+    Each batch is a dict of NumPy columns ``slide``, ``path`` and ``order``; each
+    file is read whole (``features``), optionally transformed, and the bags are
+    predicted ``batch_size`` at a time. A slide that cannot be read or predicted
+    does not fail the batch: its row gets NaN predictions and its ``error``
+    ("FileNotFoundError: no such feature file ..."), which is "" on the others.
     """
 
     def __init__(self, model_path: str, features: str = "features", preprocess: Any = None, batch_size: int = 1):
@@ -148,22 +172,73 @@ class SlidePredictor:
         self.model = load_keras_model(model_path)
         self.features, self.preprocess, self.batch_size = features, preprocess, batch_size
 
+    def _blank(self) -> Any:
+        """NaN predictions of one slide, shaped as the model's outputs (a failed slide's row)."""
+        output = self.model.output
+
+        def nan(t):
+            return np.full(tuple(d or 1 for d in t.shape[1:]), np.nan, dtype=np.float32)
+
+        return {k: nan(v) for k, v in output.items()} if isinstance(output, dict) else nan(output)
+
+    def _predict(self, bags: list) -> list:
+        """One prediction or exception per bag: together, or one by one when together fails (to find the culprit)."""
+        try:
+            return _rows(predict_bags(self.model, bags, self.batch_size, self.preprocess), len(bags))
+        except Exception as err:  # noqa: BLE001 - a slide of another width, say: predict each alone to name it
+            if len(bags) == 1:
+                return [err]
+        found = []
+        for bag in bags:
+            try:
+                found.append(_rows(predict_bags(self.model, [bag], 1, self.preprocess), 1)[0])
+            except Exception as err:  # noqa: BLE001 - this slide's own failure, kept for its row
+                found.append(err)
+        return found
+
     def __call__(self, batch: dict) -> dict:
         from .slides import read_slide
 
-        bags = [read_slide(str(p), features=self.features) for p in batch["path"]]
-        out = predict_bags(self.model, bags, self.batch_size, self.preprocess)
-        columns = {"slide": batch["slide"], "order": batch["order"]}
-        if isinstance(out, dict):
-            columns.update({f"prediction_{k}": list(v) for k, v in out.items()})
+        results: list = []
+        for p in batch["path"]:
+            try:
+                results.append(read_slide(str(p), features=self.features))
+            except Exception as err:  # noqa: BLE001 - one unreadable file must not fail the cohort's others
+                results.append(err)
+        readable = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
+        for i, value in zip(readable, self._predict([results[i] for i in readable]) if readable else []):
+            results[i] = value
+        blank = None
+        predictions, errors = [], []
+        for r in results:
+            if isinstance(r, Exception):
+                blank = self._blank() if blank is None else blank
+                predictions.append(blank)
+                errors.append(f"{type(r).__name__}: {str(r).strip().splitlines()[0] if str(r).strip() else ''}")
+            else:
+                predictions.append(r)
+                errors.append("")
+        columns = {"slide": batch["slide"], "order": batch["order"], "error": np.array(errors, dtype=object)}
+        if predictions and isinstance(predictions[0], dict):
+            columns.update({f"prediction_{k}": [p[k] for p in predictions] for k in predictions[0]})
         else:
-            columns["prediction"] = list(out)
+            columns["prediction"] = predictions
         return columns
+
+
+def _failures(table: Any, frame: Any, most: int = 5) -> str:
+    """The failed slides of ``table`` in words: id, file and error of the first ``most``."""
+    failed = table[table["error"] != ""]
+    paths = dict(zip(frame["order"], frame["path"]))
+    listed = "; ".join(f"{s!r} ({paths[o]}): {e}" for s, o, e in
+                       zip(failed["slide"][:most], failed["order"][:most], failed["error"][:most]))
+    more = f"; and {len(failed) - most} more" if len(failed) > most else ""
+    return f"{len(failed)} of {len(table)} slides could not be predicted: {listed}{more}"
 
 
 def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: str | None = "slide",
                    features: str = "features", preprocess: Any = None, batch_size: int = 1, ray: bool = False,
-                   concurrency: int = 1, num_cpus: float = 1):
+                   concurrency: int = 1, num_cpus: float = 1, errors: str = "raise"):
     """Predictions of a bag model for whole-slide feature files, one row per slide.
 
     Parameters
@@ -186,15 +261,30 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
         each loading the model once); otherwise in this process.
     concurrency, num_cpus : int, float
         Ray Data actors, and the CPUs each reserves.
+    errors : {"raise", "keep"}
+        What a slide that cannot be read or predicted (a missing or damaged
+        file, features of another width) does once every slide has been tried:
+        ``"raise"`` a ``ValueError`` naming each such slide, its file and its
+        error; ``"keep"`` its row, with NaN predictions and the error in an
+        ``error`` column ("" on the slides predicted).
 
     Returns
     -------
     pandas.DataFrame
-        ``slide`` and ``prediction`` (an array per slide), or ``prediction_<output>`` for several outputs.
+        ``slide`` and ``prediction`` (an array per slide), or ``prediction_<output>`` for several outputs;
+        and ``error`` with ``errors="keep"``.
+
+    Raises
+    ------
+    ValueError
+        With ``errors="raise"``, when some slides could not be predicted:
+        "predict_slides: 2 of 40 slides could not be predicted: 'p7' (/data/p7.h5):
+        FileNotFoundError: no such feature file ...".
     """
     import pandas as pd
 
     check_int("batch_size", batch_size, 1)
+    check_choice("errors", errors, ("raise", "keep"))
     frame = _manifest(manifest, path, slide)
     if not ray:
         from ..keras_io import load_keras_model
@@ -203,18 +293,27 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
         predictor = SlidePredictor.__new__(SlidePredictor)
         predictor.model, predictor.features = load_keras_model(model_path), features
         predictor.preprocess, predictor.batch_size = preprocess, batch_size
-        out = predictor({"slide": frame["slide"].to_numpy(), "path": frame["path"].to_numpy(),
-                         "order": frame["order"].to_numpy()})
-        return pd.DataFrame(out).drop(columns="order")
-    import ray.data
+        table = pd.DataFrame(predictor({"slide": frame["slide"].to_numpy(), "path": frame["path"].to_numpy(),
+                                        "order": frame["order"].to_numpy()}))
+    else:
+        import ray.data
 
-    check_type("model_path", model_path, (str, os.PathLike), "the path of a .keras file every worker can read")
-    check_int("concurrency", concurrency, 1)
-    dataset = ray.data.from_pandas(frame)
-    predicted = dataset.map_batches(
-        SlidePredictor, batch_size=batch_size, batch_format="numpy",
-        fn_constructor_kwargs={"model_path": os.path.abspath(os.fspath(model_path)), "features": features,
-                               "preprocess": preprocess, "batch_size": batch_size},
-        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus)
-    # Ray Data may hand batches back in another order
-    return predicted.to_pandas().sort_values("order", kind="stable").drop(columns="order").reset_index(drop=True)
+        from ..keras_io import check_keras_file
+
+        check_type("model_path", model_path, (str, os.PathLike), "the path of a .keras file every worker can read")
+        check_keras_file(os.path.abspath(os.fspath(model_path)), "model_path")
+        check_int("concurrency", concurrency, 1)
+        # a slide's failure is a row, not an exception: an exception out of Ray Data would keep its actors, and
+        # their CPUs, for as long as it is referenced (a notebook keeps it), and stop at the first bad slide
+        predicted = ray.data.from_pandas(frame).map_batches(
+            SlidePredictor, batch_size=batch_size, batch_format="numpy",
+            fn_constructor_kwargs={"model_path": os.path.abspath(os.fspath(model_path)), "features": features,
+                                   "preprocess": preprocess, "batch_size": batch_size},
+            compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus)
+        # Ray Data may hand batches back in another order
+        table = predicted.to_pandas().sort_values("order", kind="stable").reset_index(drop=True)
+    if errors == "raise" and (table["error"] != "").any():
+        raise ValueError(f"predict_slides: {_failures(table, frame)}; fix or leave out those files, or pass "
+                         f"errors='keep' for the other slides' predictions and an 'error' column")
+    table = table.drop(columns=["order"] + (["error"] if errors == "raise" else []))
+    return table[[c for c in table.columns if c != "error"] + (["error"] if "error" in table.columns else [])]
