@@ -302,6 +302,35 @@ def test_manifest_frame_is_not_changed(cohort):
     pd.testing.assert_frame_equal(cohort, before)
 
 
+def test_every_bad_file_of_a_cohort_is_named_at_once(cohort, tmp_path):
+    base = cohort.iloc[:8].copy().reset_index(drop=True)
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"junk")
+    bad = base.copy()
+    for row, name in [(1, "gone.h5"), (4, "garbage.h5"), (6, "also_gone.h5")]:
+        bad.loc[row, "path"] = str(tmp_path / name)
+    with pytest.raises(ValueError) as raised:
+        kfold_slide_loader(bad, labels="high_risk")
+    message = str(raised.value)
+    assert message.startswith("manifest: 3 of 8 slides cannot be read: ")
+    for row, what in [(1, "no such feature file"), (4, "cannot read"), (6, "no such feature file")]:
+        assert f"slide {base['slide'][row]!r} (row {row}): {what}" in message
+    missing = base.copy()
+    for row in range(7):
+        missing.loc[row, "path"] = str(tmp_path / f"gone{row}.h5")
+    with pytest.raises(FileNotFoundError, match=r"^manifest: 7 of 8 slides cannot be read: .*; and 2 more$"):
+        kfold_slide_loader(missing, labels="high_risk")
+    wide = base.copy()
+    for row in (2, 5):
+        _write_h5(tmp_path / f"wide{row}.h5", features=np.zeros((5, 12 + row), dtype="float32"))
+        wide.loc[row, "path"] = str(tmp_path / f"wide{row}.h5")
+    with pytest.raises(ValueError, match=re.escape(
+            f"manifest: 2 slides have another number of features per tile: {base['slide'][2]!r} (14), "
+            f"{base['slide'][5]!r} (17), but slide {base['slide'][0]!r} has 8, as 5 others do; expected one feature "
+            "width (one extractor) for all slides")):
+        kfold_slide_loader(wide, labels="high_risk")
+
+
 def test_predict_slides_names_every_slide_it_could_not_predict_and_keeps_the_others_on_request(cohort, tmp_path):
     from glimr_cv.mil import predict_slides
 

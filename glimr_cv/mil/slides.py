@@ -12,6 +12,7 @@ NumPy only at import; h5py and TensorFlow load when files are read.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import os
@@ -90,6 +91,12 @@ def _npy_header(handle) -> tuple[tuple, np.dtype]:
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
     return shape, dtype
+
+
+def _listed(items: list, most: int = 5, sep: str = "; ") -> str:
+    """The first ``most`` of ``items`` joined, and how many more."""
+    more = f"{sep}and {len(items) - most} more" if len(items) > most else ""
+    return sep.join(items[:most]) + more
 
 
 def slide_info(path: str, features: str = "features", coords: str = "coords") -> SlideInfo:
@@ -380,19 +387,30 @@ class SlideKFoldLoader(BagFolds):
         self.slide_ids = ids
         self.path_column = path
         self.features_name, self.coords_name = features, coords
-        infos = []
-        for i, file in enumerate(frame[path]):
+        infos, unreadable = [], []
+        for i, file in enumerate(frame[path]):  # every header first: a cohort's bad files are named at once
             try:
                 infos.append(slide_info(file, features, coords))
             except (FileNotFoundError, ValueError) as err:
-                raise type(err)(f"manifest: slide {ids[i]!r} (row {i}): {err}") from None
-        widths = {info.width for info in infos}
+                unreadable.append(f"slide {ids[i]!r} (row {i}): {err}")
+        if unreadable:
+            kind = FileNotFoundError if all("no such feature file" in u for u in unreadable) else ValueError
+            many = f"{len(unreadable)} of {len(ids)} slides cannot be read: " if len(unreadable) > 1 else ""
+            raise kind(f"manifest: {many}{_listed(unreadable)}")
+        widths = collections.Counter(info.width for info in infos)
         if len(widths) > 1:
-            first = infos[0].width
-            other = next(i for i, info in enumerate(infos) if info.width != first)
-            raise ValueError(f"manifest: slide {ids[other]!r} has {infos[other].width} features per tile, but slide "
-                             f"{ids[0]!r} has {first}; expected one feature width (one extractor) for all slides")
-        self.width = widths.pop()
+            common = widths.most_common(1)[0][0]  # ties: the first slide's
+            first = next(i for i, info in enumerate(infos) if info.width == common)
+            odd = [i for i, info in enumerate(infos) if info.width != common]
+            if len(odd) == 1:
+                found = f"slide {ids[odd[0]]!r} has {infos[odd[0]].width} features per tile"
+            else:
+                found = (f"{len(odd)} slides have another number of features per tile: "
+                         + _listed([f"{ids[i]!r} ({infos[i].width})" for i in odd], sep=", "))
+            raise ValueError(f"manifest: {found}, but slide {ids[first]!r} has {common}"
+                             + (f", as {widths[common] - 1} others do" if widths[common] > 1 else "")
+                             + "; expected one feature width (one extractor) for all slides")
+        self.width = next(iter(widths))
         self.tiles = np.array([info.tiles for info in infos], dtype=np.int64)
         self.has_coords = np.array([info.coords for info in infos], dtype=bool)
 
