@@ -172,14 +172,20 @@ class SlidePredictor:
         self.model = load_keras_model(model_path)
         self.features, self.preprocess, self.batch_size = features, preprocess, batch_size
 
-    def _blank(self) -> Any:
-        """NaN predictions of one slide, shaped as the model's outputs (a failed slide's row)."""
-        output = self.model.output
+    def _blank(self, like: Any = None) -> Any:
+        """NaN predictions of one slide (a failed slide's row), shaped as ``like`` or as the model's outputs."""
+        def nan(shape):
+            return np.full(shape, np.nan, dtype=np.float32)
 
-        def nan(t):
-            return np.full(tuple(d or 1 for d in t.shape[1:]), np.nan, dtype=np.float32)
-
-        return {k: nan(v) for k, v in output.items()} if isinstance(output, dict) else nan(output)
+        if like is not None:
+            return {k: nan(np.shape(v)) for k, v in like.items()} if isinstance(like, dict) else nan(np.shape(like))
+        try:
+            output = self.model.output
+        except (AttributeError, ValueError):  # a subclassed model: no symbolic output
+            return nan(())
+        if isinstance(output, dict):
+            return {k: nan(tuple(d or 1 for d in v.shape[1:])) for k, v in output.items()}
+        return nan(tuple(d or 1 for d in output.shape[1:]))
 
     def _predict(self, bags: list) -> list:
         """One prediction or exception per bag: together, or one by one when together fails (to find the culprit)."""
@@ -212,7 +218,8 @@ class SlidePredictor:
         predictions, errors = [], []
         for r in results:
             if isinstance(r, Exception):
-                blank = self._blank() if blank is None else blank
+                if blank is None:
+                    blank = self._blank(next((p for p in results if not isinstance(p, Exception)), None))
                 predictions.append(blank)
                 errors.append(f"{type(r).__name__}: {str(r).strip().splitlines()[0] if str(r).strip() else ''}")
             else:
