@@ -300,8 +300,10 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
         predictor = SlidePredictor.__new__(SlidePredictor)
         predictor.model, predictor.features = load_keras_model(model_path), features
         predictor.preprocess, predictor.batch_size = preprocess, batch_size
-        table = pd.DataFrame(predictor({"slide": frame["slide"].to_numpy(), "path": frame["path"].to_numpy(),
-                                        "order": frame["order"].to_numpy()}))
+        # batch_size slides read at a time, as on Ray: a cohort's features need not fit in memory together
+        table = pd.concat([pd.DataFrame(predictor({c: frame[c].to_numpy()[i: i + batch_size]
+                                                   for c in ("slide", "path", "order")}))
+                           for i in range(0, max(len(frame), 1), batch_size)], ignore_index=True)
     else:
         import ray.data
 
