@@ -197,7 +197,7 @@ def _predict(args) -> int:
     data_path = _existing_file(args.data, "a data file", _DATA_SUFFIXES)
     if args.out is not None and not args.out.lower().endswith(_OUT_SUFFIXES):
         raise UserError(expected("--out", f"a file ending in {', '.join(_OUT_SUFFIXES)}", args.out))
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UserError(expected("--batch-size", "an int >= 1", args.batch_size))
     from .deploy.batch import check_keras_file
 
@@ -285,7 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("data", metavar="DATA", help="features: .npy, .npz or .csv")
     predict.add_argument("--out", default=None, metavar="FILE",
                          help="predictions: .npy (one output), .npz or .csv (default: CSV on standard output)")
-    predict.add_argument("--batch-size", type=int, default=256, help="rows per batch (default: %(default)s)")
+    predict.add_argument("--batch-size", type=int, default=None,
+                         help="rows per batch (default: 256; a slide manifest: 1 slide)")
     predict.add_argument("--allow-nan", action="store_true",
                          help="predict rows holding NaN (by default they are refused, naming the rows)")
     predict.set_defaults(run=_predict)

@@ -243,7 +243,7 @@ def _predict_dataset(model, dataset: Any, allow_nan: bool) -> Any:
         return nothing()
 
 
-def predict(model_or_path: Any, data: Any, batch_size: int = 256, allow_nan: bool = False) -> Any:
+def predict(model_or_path: Any, data: Any, batch_size: int | None = None, allow_nan: bool = False) -> Any:
     """Predictions of a Keras model (or a ``.keras`` file) for ``data``, as NumPy.
 
     Parameters
@@ -259,8 +259,10 @@ def predict(model_or_path: Any, data: Any, batch_size: int = 256, allow_nan: boo
         ``(n_i, ...)`` bags, padded and masked here, or a manifest of slide
         feature files (a DataFrame with a ``path`` column; see
         :func:`glimr_cv.mil.predict_slides`, which also runs on Ray Data).
-    batch_size : int
-        Rows per batch for arrays and DataFrames; bags (slides) per batch for bags.
+    batch_size : int, optional
+        Rows per batch for arrays and DataFrames (default 256); bags per batch
+        for bags (default 8); slides per batch for slide files (default 1: a
+        batch is padded to its largest slide, and read whole).
     allow_nan : bool
         Predict features holding NaN. By default they are refused, naming the
         inputs and rows that hold NaN: a model rarely means anything on them.
@@ -278,7 +280,7 @@ def predict(model_or_path: Any, data: Any, batch_size: int = 256, allow_nan: boo
         different numbers of rows, rows whose shape the model does not take, or
         NaN (without ``allow_nan``).
     """
-    check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1, allow_none=True)
     check_bool("allow_nan", allow_nan)
     model = load_keras_model(model_or_path)
     bags = _bag_input(model, data)
@@ -286,11 +288,12 @@ def predict(model_or_path: Any, data: Any, batch_size: int = 256, allow_nan: boo
         from ..mil.predict import predict_bags, predict_slides
 
         if bags == "slides":
-            return predict_slides(model, data, batch_size=batch_size)
+            return predict_slides(model, data, batch_size=batch_size or 1)
         if not allow_nan:
             check_no_nan("data", {"instances": np.concatenate([np.asarray(b).reshape(len(b), -1) for b in data])},
                          ["instances"])
-        return predict_bags(model, data, batch_size=batch_size)
+        return predict_bags(model, data, batch_size=batch_size or 8)
+    batch_size = batch_size or 256
     x = to_model_input(model, data)
     import tensorflow as tf
 
