@@ -283,6 +283,49 @@ def test_a_file_that_goes_missing_fails_the_read_naming_the_slide(cohort, tmp_pa
         list(val_ds)
 
 
+def test_tiles_holding_nan_fail_the_read_naming_the_slide_and_tiles(cohort, tmp_path):
+    # one NaN tile makes the bag's attention, prediction and loss NaN: the fold would fail naming no slide
+    import shutil
+
+    import h5py
+    import tensorflow as tf
+
+    from glimr_cv.mil import predict_slides
+
+    frame = cohort.iloc[:8].copy().reset_index(drop=True)
+    poisoned = tmp_path / "poisoned.h5"
+    shutil.copy(frame["path"][5], poisoned)
+    with h5py.File(poisoned, "r+") as f:
+        x = f["features"][...]
+        x[[3, 7]], x[9, 1] = np.nan, np.inf
+        del f["features"]
+        f["features"] = x
+    frame.loc[5, "path"] = str(poisoned)
+    loader = kfold_slide_loader(frame, labels="high_risk")
+    fold = 0 if 5 in loader.folds(2)[0][1] else 1
+    _, val_ds = loader(8, cv_index=fold, cv_folds=2)
+    with pytest.raises(tf.errors.OpError, match=re.escape(
+            f"slide {frame['slide'][5]!r} ({poisoned}): expected finite features, but 3 of {len(x)} tiles hold NaN "
+            "or infinity (tiles [3, 7, 9]); drop those tiles from the file")):
+        list(val_ds)
+    kept = predict_slides(h.bag_model_file(tmp_path, x.shape[1]), frame, errors="keep")
+    assert kept["error"][5].startswith("ValueError: expected finite features, but 3 of")
+    assert (kept["error"].drop(5) == "").all()
+
+
+def test_in_memory_bags_holding_nan_are_refused_naming_bags_and_instances():
+    from glimr_cv.mil import kfold_bag_loader
+
+    rng = np.random.default_rng(0)
+    bags = [rng.random((4 + i, 3)).astype("float32") for i in range(6)]
+    bags[1][2, 0] = np.nan
+    bags[4][[0, 3], 1] = -np.inf
+    with pytest.raises(ValueError, match=re.escape("bags: expected finite instances, but 2 bags hold NaN or infinity: "
+                                                   "bags[1] (instances [2]); bags[4] (instances [0, 3]); drop those "
+                                                   "instances")):
+        kfold_bag_loader(bags, labels={"y": np.arange(6) % 2})
+
+
 def test_cox_with_batches_of_one_bag_is_refused_when_the_search_is_made():
     from glimr_cv.space import validate_space
     from glimr_cv.space.notation import SpaceError

@@ -93,6 +93,60 @@ def pack_bags(bags: Any, bag_sizes: Any = None) -> tuple[np.ndarray, np.ndarray]
     return instances, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
+def _non_finite(values: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``values`` holding NaN or infinity (one pass without a mask when there are none)."""
+    if np.isfinite(np.sum(values, dtype=np.float64)):
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+
+
+def _first(indices: list, most: int = 10) -> str:
+    return f"{indices[:most]}" + (f" and {len(indices) - most} more" if len(indices) > most else "")
+
+
+def check_finite_tiles(values: np.ndarray, what: str = "", rows: np.ndarray | None = None) -> None:
+    """Refuse tiles whose features hold NaN or infinity, naming them.
+
+    One such tile makes its bag's attention, prediction and loss NaN: the fold
+    would fail on a NaN loss that names no slide. ``what`` prefixes the message;
+    ``rows`` are the tiles read (their indices in the file), when not all of them.
+
+    Raises
+    ------
+    ValueError
+        ``"slide 'p7' (/data/p7.h5): expected finite features, but 2 of 2000 tiles hold NaN or infinity (tiles [5, 17]) ..."``.
+    """
+    bad = _non_finite(values)
+    if not len(bad):
+        return
+    shown = _first((bad if rows is None else np.asarray(rows)[bad]).tolist())
+    raise ValueError(f"{what + ': ' if what else ''}expected finite features, but {len(bad)} of {len(values)} tiles "
+                     f"{'read ' if rows is not None else ''}hold NaN or infinity (tiles {shown}); drop those tiles "
+                     "from the file (a feature extractor's blank or failed tiles, say)")
+
+
+def check_finite_bags(instances: np.ndarray, offsets: np.ndarray) -> None:
+    """Refuse packed bags (:func:`pack_bags`) whose instances hold NaN or infinity, naming each bag and instance.
+
+    Raises
+    ------
+    ValueError
+        ``"bags: expected finite instances, but 2 bags hold NaN or infinity: bags[3] (instances [0, 5]); ..."``.
+    """
+    bad = _non_finite(instances)
+    if not len(bad):
+        return
+    owner = np.searchsorted(offsets, bad, side="right") - 1
+    found = {}
+    for row, bag in zip(bad.tolist(), owner.tolist()):
+        found.setdefault(bag, []).append(row - int(offsets[bag]))
+    listed = [f"bags[{bag}] (instances {_first(rows)})" for bag, rows in found.items()]
+    more = f"; and {len(listed) - 5} more bags" if len(listed) > 5 else ""
+    raise ValueError(f"bags: expected finite instances, but {len(found)} bag{'s' if len(found) > 1 else ''} "
+                     f"hold{'' if len(found) > 1 else 's'} NaN or infinity: {'; '.join(listed[:5])}{more}; drop those "
+                     "instances (one NaN instance makes its bag's prediction and loss NaN)")
+
+
 def _instances(name: str, value: Any) -> np.ndarray:
     """``value`` as an array of at least one instance, of numbers."""
     try:
@@ -320,6 +374,7 @@ class BagKFoldLoader(BagFolds):
     def __init__(self, bags, labels, groups=None, splitter=None, preprocess=None, shuffle=True, seed=0,
                  val_batch_size=None, stratify=None, max_instances=None, bag_sizes=None, survival=None, time_bins=1):
         self.instances, self.offsets = pack_bags(bags, bag_sizes)
+        check_finite_bags(self.instances, self.offsets)
         self.offsets.setflags(write=False)
         self.n = len(self.offsets) - 1
         if self.n < 2:

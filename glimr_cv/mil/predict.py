@@ -203,12 +203,14 @@ class SlidePredictor:
         return found
 
     def __call__(self, batch: dict) -> dict:
-        from .slides import read_slide
+        from .slides import check_finite_tiles, read_slide
 
         results: list = []
         for p in batch["path"]:
             try:
-                results.append(read_slide(str(p), features=self.features))
+                bag = read_slide(str(p), features=self.features)
+                check_finite_tiles(bag)  # a NaN tile would make the slide's prediction NaN, unsaid
+                results.append(bag)
             except Exception as err:  # noqa: BLE001 - one unreadable file must not fail the cohort's others
                 results.append(err)
         readable = [i for i, r in enumerate(results) if not isinstance(r, Exception)]

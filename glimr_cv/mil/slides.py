@@ -26,7 +26,7 @@ import numpy as np
 
 from ..checks import check_choice, check_int, check_type, expected
 from ..data.contract import DEFAULT_FOLDS
-from .bags import BagFolds, bag_rows
+from .bags import BagFolds, bag_rows, check_finite_tiles
 
 __all__ = ["kfold_slide_loader", "SlideKFoldLoader", "read_slide", "slide_info", "SlideInfo"]
 
@@ -547,6 +547,7 @@ class SlideKFoldLoader(BagFolds):
                 parts.append(read_slide(path, rows, self.features_name))
             except Exception as err:  # a file gone or damaged mid-search: the fold fails, naming the slide
                 raise type(err)(f"slide {self.slide_ids[file]!r}: cannot read {path!r}: {err}") from None
+            check_finite_tiles(parts[-1], f"slide {self.slide_ids[file]!r} ({path})", rows)
             self._log(file, len(parts[-1]))
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if fitted is not None:
