@@ -152,6 +152,11 @@ def _read_data(path: str):
     frame = pd.read_csv(path, header=header)
     if header is None:
         frame.columns = [str(c) for c in frame.columns]
+    if "path" in frame.columns:  # a manifest of slide files: relative to its CSV, as the library reads one
+        from .mil.slides import manifest_path
+
+        base = os.path.dirname(os.path.abspath(path))
+        frame["path"] = [manifest_path(p, base) if isinstance(p, str) else p for p in frame["path"]]
     return frame
 
 
@@ -161,9 +166,27 @@ def _rows(data) -> int:
     return len(data)
 
 
-def _write_predictions(predictions, out: str | None) -> str:
+def _slide_outputs(table) -> tuple:
+    """``(slide ids, predictions as predict gives them)`` of predict_slides' table (one row per slide)."""
     import numpy as np
 
+    def stacked(column):
+        values = list(table[column])
+        return np.stack(values) if values else np.zeros((0, 1), dtype=np.float32)
+
+    names = [c for c in table.columns if c.startswith("prediction")]
+    outputs = {("prediction" if c == "prediction" else c.removeprefix("prediction_")): stacked(c) for c in names}
+    ids = np.array([str(s) for s in table["slide"]], dtype=str)  # not objects: np.load reads them without pickle
+    return ids, (outputs["prediction"] if list(outputs) == ["prediction"] else outputs)
+
+
+def _write_predictions(predictions, out: str | None) -> str:
+    import numpy as np
+    import pandas as pd
+
+    ids = None
+    if isinstance(predictions, pd.DataFrame):  # slide files: one row per slide, its id first
+        ids, predictions = _slide_outputs(predictions)
     if out is not None and out.lower().endswith(".npy"):
         if isinstance(predictions, dict):
             raise UserError(f"--out {out}: the model has several outputs {list(predictions)}; a .npy file holds one "
@@ -171,12 +194,11 @@ def _write_predictions(predictions, out: str | None) -> str:
         np.save(out, predictions)
         return out
     if out is not None and out.lower().endswith(".npz"):
-        np.savez(out, **(predictions if isinstance(predictions, dict) else {"prediction": predictions}))
+        named = predictions if isinstance(predictions, dict) else {"prediction": predictions}
+        np.savez(out, **({} if ids is None else {"slide": ids}), **named)
         return out
-    import pandas as pd
-
     outputs = predictions if isinstance(predictions, dict) else {"prediction": predictions}
-    columns = {}
+    columns = {} if ids is None else {"slide": ids}
     for name, values in outputs.items():
         values = np.asarray(values)
         values = values.reshape(len(values), int(np.prod(values.shape[1:])))  # zero rows keep their width

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import zipfile
@@ -183,6 +184,22 @@ def check_keras_file(path: str | os.PathLike, name: str = "model") -> dict | Non
     return config
 
 
+def _own_modules(config: Any) -> set[str]:
+    """The ``glimr_cv`` modules whose classes a saved model's config names (``{"module": ..., "class_name": ...}``)."""
+    found: set[str] = set()
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            module = item.get("module")
+            if isinstance(module, str) and module.split(".")[0] == "glimr_cv" and "class_name" in item:
+                found.add(module)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def load_keras_model(model_or_path: Any):
     """A ``keras.Model`` as given, or loaded (uncompiled, for inference) from a ``.keras`` file.
 
@@ -193,13 +210,18 @@ def load_keras_model(model_or_path: Any):
     ValueError
         On a file Keras cannot load (corrupt, truncated, not a model, a custom
         layer that is not importable): ``"model: cannot read <path> as a Keras
-        model (<cause>)"``.
+        model (<cause>)"``. glimr_cv's own layers (MIL pooling, survival
+        heads) need no import first: the modules the file names are imported.
     TypeError
         On anything but a model or a path.
     """
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
-        check_keras_file(path)
+        for module in sorted(_own_modules(check_keras_file(path))):
+            try:  # our layers (MIL pooling, survival heads) register with Keras when their module is imported
+                importlib.import_module(module)
+            except ImportError:  # a module of another glimr_cv version: Keras names the class it cannot find
+                pass
         import keras
 
         try:

@@ -226,6 +226,38 @@ def test_predict_refuses_nan_unless_allow_nan_and_predicts_zero_rows(small_model
     assert out.shape == (0, 3) and out.dtype == np.float32
 
 
+@pytest.mark.slow
+def test_predict_reads_a_slide_manifest_with_paths_relative_to_it_in_a_fresh_process(tmp_path):
+    # a fresh process has not imported glimr_cv.mil: the MIL pooling layer the file names must load all the same
+    import e2e_helpers as h
+    from glimr_cv.mil import predict_slides, synthetic_slides
+
+    cohort_dir = tmp_path / "cohort"
+    cohort = synthetic_slides(cohort_dir, patients=3, tiles=(5, 9), width=6, seed=1)
+    model = h.bag_model_file(tmp_path, 6)
+    manifest = cohort[["slide", "path"]].assign(path=[os.path.basename(p) for p in cohort["path"]])
+    manifest.to_csv(cohort_dir / "manifest.csv", index=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_cli("predict", model, cohort_dir / "manifest.csv", "--out", tmp_path / "p.csv", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "p.csv")
+    expected = predict_slides(model, cohort_dir / "manifest.csv")
+    assert list(table.columns) == ["slide", "prediction_0", "prediction_1"]
+    assert list(table["slide"]) == list(cohort["slide"])
+    np.testing.assert_allclose(table[["prediction_0", "prediction_1"]].to_numpy(), np.stack(expected["prediction"]),
+                               rtol=1e-5)
+    done = run_cli("predict", model, cohort_dir / "manifest.csv", "--out", tmp_path / "p.npz", cwd=elsewhere)
+    with np.load(tmp_path / "p.npz") as saved:  # no pickle needed for the ids
+        assert list(saved["slide"]) == list(cohort["slide"]) and saved["prediction"].shape == (len(cohort), 2)
+    manifest.loc[1, "path"] = "gone.h5"
+    manifest.to_csv(cohort_dir / "manifest.csv", index=False)
+    done = run_cli("predict", model, cohort_dir / "manifest.csv", cwd=elsewhere)
+    assert done.returncode == 1
+    assert (f"predict_slides: 1 of {len(cohort)} slides could not be predicted: {cohort['slide'][1]!r} "
+            f"({cohort_dir / 'gone.h5'}): FileNotFoundError") in _last_error_line(done.stderr)
+
+
 def _listening(pids: set) -> list:
     import psutil
 

@@ -129,7 +129,7 @@ def _check_instances(model, got: tuple, when: str) -> None:
 def _manifest(manifest: Any, path: str, slide: str | None):
     import pandas as pd
 
-    from .slides import SlideKFoldLoader
+    from .slides import SlideKFoldLoader, manifest_path
 
     if isinstance(manifest, SlideKFoldLoader):
         frame = manifest.manifest
@@ -137,7 +137,8 @@ def _manifest(manifest: Any, path: str, slide: str | None):
     if isinstance(manifest, (str, os.PathLike)):
         base = os.path.dirname(os.path.abspath(os.fspath(manifest)))
         frame = pd.read_csv(manifest)
-        frame[path] = [p if os.path.isabs(p) or "://" in p else os.path.join(base, p) for p in frame[path]]
+        if path in frame.columns:
+            frame[path] = [manifest_path(p, base) for p in frame[path]]
     else:
         frame = check_type("manifest", manifest, pd.DataFrame, "a DataFrame of slides, a CSV path or a slide loader")
     if path not in frame.columns:

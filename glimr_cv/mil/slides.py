@@ -99,6 +99,18 @@ def _listed(items: list, most: int = 5, sep: str = "; ") -> str:
     return sep.join(items[:most]) + more
 
 
+def manifest_path(path: Any, base: str | None = None) -> str:
+    """A manifest's file path as read: a URI or an absolute path as it is, a relative one under ``base``.
+
+    ``base`` is the folder of the manifest's CSV (None: the working directory), so
+    that a cohort folder that holds its CSV and its files can move as a whole.
+    """
+    path = os.fspath(path)
+    if _URI.match(path) or os.path.isabs(path):
+        return path
+    return os.path.abspath(os.path.join(base, path) if base else path)
+
+
 def slide_info(path: str, features: str = "features", coords: str = "coords") -> SlideInfo:
     """Read a feature file's header: its tiles, features per tile, dtype and whether it has coordinates.
 
@@ -375,13 +387,8 @@ class SlideKFoldLoader(BagFolds):
             raise ValueError(expected("manifest", "at least 2 slides to make folds", len(manifest)))
         frame = manifest.reset_index(drop=True).copy()
 
-        def absolute(p):
-            p = os.fspath(p)
-            if _URI.match(p) or os.path.isabs(p):
-                return p
-            return os.path.abspath(os.path.join(base, p) if base else p)
 
-        frame[path] = [absolute(p) for p in frame[path]]
+        frame[path] = [manifest_path(p, base) for p in frame[path]]
         ids = ([str(v) for v in frame[slide]] if slide is not None and slide in frame.columns
                else [os.path.splitext(os.path.basename(p.split("?", 1)[0]))[0] for p in frame[path]])
         self.slide_ids = ids
