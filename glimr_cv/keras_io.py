@@ -13,7 +13,7 @@ import numpy as np
 from .checks import expected
 
 __all__ = ["check_keras_file", "load_keras_model", "input_structure", "model_inputs", "model_output_names", "named_outputs",
-           "to_numpy_outputs", "shape_text", "conform_rows"]
+           "to_numpy_outputs", "shape_text", "conform_rows", "import_own_modules"]
 
 
 def input_structure(model) -> Any:
@@ -200,6 +200,21 @@ def _own_modules(config: Any) -> set[str]:
     return found
 
 
+def import_own_modules(config: Any) -> None:
+    """Import the ``glimr_cv`` modules a saved model's config names, so that Keras finds their classes.
+
+    glimr_cv's layers (MIL pooling) and losses and metrics (survival) register
+    with Keras when their module is imported; a fresh process loading a saved
+    model has not imported them. Only ``glimr_cv`` modules are imported, so a
+    file cannot make this run code of its choosing.
+    """
+    for module in sorted(_own_modules(config)):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # a module of another glimr_cv version: Keras names the class it cannot find
+            pass
+
+
 def load_keras_model(model_or_path: Any):
     """A ``keras.Model`` as given, or loaded (uncompiled, for inference) from a ``.keras`` file.
 
@@ -217,11 +232,7 @@ def load_keras_model(model_or_path: Any):
     """
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
-        for module in sorted(_own_modules(check_keras_file(path))):
-            try:  # our layers (MIL pooling, survival heads) register with Keras when their module is imported
-                importlib.import_module(module)
-            except ImportError:  # a module of another glimr_cv version: Keras names the class it cannot find
-                pass
+        import_own_modules(check_keras_file(path))
         import keras
 
         try:

@@ -123,8 +123,9 @@ class SearchResults:
         if self.builder is None and os.path.isfile(whole):
             import keras
 
-            from ..mil import layers  # noqa: F401  (registers glimr_cv's layers a saved bag model names)
+            from ..keras_io import check_keras_file, import_own_modules
 
+            import_own_modules(check_keras_file(whole))  # glimr_cv's layers a saved bag model names
             # Keras's safe mode loads no code from the file: a folder's models need none of its pickles
             return keras.saving.load_model(whole, compile=False, safe_mode=True)
         if self.builder is None:

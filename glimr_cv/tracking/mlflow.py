@@ -348,7 +348,9 @@ class MLflowTracker(Tracker):
         import mlflow
         from mlflow.tracking._tracking_service import utils as service
 
-        model = keras.saving.load_model(path)
+        from ..keras_io import load_keras_model
+
+        model = load_keras_model(path)  # glimr_cv's own layers found, whatever this process imported
         requirements = [f"keras=={keras.__version__}"]
         try:
             import tensorflow as tf
