@@ -247,15 +247,29 @@ def test_predict_reads_a_slide_manifest_with_paths_relative_to_it_in_a_fresh_pro
     assert list(table["slide"]) == list(cohort["slide"])
     np.testing.assert_allclose(table[["prediction_0", "prediction_1"]].to_numpy(), np.stack(expected["prediction"]),
                                rtol=1e-5)
-    done = run_cli("predict", model, cohort_dir / "manifest.csv", "--out", tmp_path / "p.npz", cwd=elsewhere)
-    with np.load(tmp_path / "p.npz") as saved:  # no pickle needed for the ids
-        assert list(saved["slide"]) == list(cohort["slide"]) and saved["prediction"].shape == (len(cohort), 2)
     manifest.loc[1, "path"] = "gone.h5"
     manifest.to_csv(cohort_dir / "manifest.csv", index=False)
     done = run_cli("predict", model, cohort_dir / "manifest.csv", cwd=elsewhere)
     assert done.returncode == 1
     assert (f"predict_slides: 1 of {len(cohort)} slides could not be predicted: {cohort['slide'][1]!r} "
             f"({cohort_dir / 'gone.h5'}): FileNotFoundError") in _last_error_line(done.stderr)
+
+
+def test_slide_predictions_are_written_one_row_per_slide_with_its_id(tmp_path):
+    from glimr_cv.cli import _write_predictions
+
+    table = pd.DataFrame({"slide": ["a", "b"], "prediction_risk": [np.array([0.5]), np.array([1.5])],
+                          "prediction_grade": [np.array([0.1, 0.9]), np.array([0.7, 0.3])]})
+    _write_predictions(table, str(tmp_path / "p.csv"))
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert list(written.columns) == ["slide", "risk", "grade_0", "grade_1"] and list(written["slide"]) == ["a", "b"]
+    np.testing.assert_allclose(written[["risk", "grade_0", "grade_1"]], [[0.5, 0.1, 0.9], [1.5, 0.7, 0.3]])
+    _write_predictions(table, str(tmp_path / "p.npz"))
+    with np.load(tmp_path / "p.npz") as saved:  # no pickle needed for the ids
+        assert list(saved["slide"]) == ["a", "b"] and saved["grade"].shape == (2, 2) and saved["risk"].shape == (2, 1)
+    one = table[["slide", "prediction_risk"]].rename(columns={"prediction_risk": "prediction"})
+    _write_predictions(one, str(tmp_path / "p.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), [[0.5], [1.5]])
 
 
 def _listening(pids: set) -> list:

@@ -13,6 +13,7 @@ from glimr_cv.deploy.serving import RequestError, jsonable, max_depth, parse_req
 
 SINGLE = ("single", {"x": ((4,), "float32")})
 NAMED = ("dict", {"a": ((3,), "float32"), "b": ((1,), "float32")})
+BAGS = ("dict", {"instances": ((None, 3), "float32"), "mask": ((None,), "bool")})
 
 
 def _refused(body, kind_inputs=SINGLE, max_rows=5, allow_nan=False):
@@ -60,6 +61,25 @@ def test_parse_request_refuses_wrong_named_inputs_with_400():
     assert "expected the inputs ['a', 'b']" in _refused({"instances": {"a": [[1, 2, 3]], "c": [[1]]}}, NAMED).message
     assert "rows of named inputs" in _refused({"instances": [[1, 2, 3, 4]]}, NAMED).message
     assert "same number of rows" in _refused({"instances": {"a": [[1, 2, 3]], "b": [[1], [2]]}}, NAMED).message
+
+
+def test_parse_request_pads_and_masks_bags_of_tiles_for_a_bag_model():
+    x = parse_request(b'{"instances": [{"instances": [[1, 2, 3], [4, 5, 6]]}, {"instances": [[7, 8, 9]]}]}', *BAGS, 5)
+    np.testing.assert_array_equal(x["instances"], [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [0, 0, 0]]])
+    np.testing.assert_array_equal(x["mask"], [[True, True], [True, False]])
+    assert x["instances"].dtype == np.float32 and x["mask"].dtype == bool
+    example = '{"instances": [{"instances": [[<3 numbers>], ...]}, ...]}'
+    wide = _refused({"instances": [{"instances": [[1, 2, 3]]}, {"instances": [[1, 2, 3, 4]]}]}, BAGS)
+    assert wide.status == 400 and wide.message == (f"instances[1]['instances']: expected a list of rows of shape (3,), "
+                                                   f"as in {example}, but got 1 row of shape (4,)")
+    empty = _refused({"instances": [{"instances": [[1, 2, 3]]}, {"instances": []}]}, BAGS)
+    assert empty.message == f"instances[1]['instances']: expected a bag of at least one tile, as in {example}, but got none"
+    nan = _refused(b'{"instances": [{"instances": [[1, 2, 3], [4, NaN, 6]]}]}', BAGS)
+    assert nan.message.startswith("instances[0]['instances'][1][1]: expected a finite number")
+    assert _refused({"instances": [{"instances": [[1, 2, 3]]}] * 6}, BAGS).status == 413
+    # a client that pads and masks itself still sends both inputs, as for any model with named inputs
+    padded = parse_request(b'{"instances": [{"instances": [[1, 2, 3], [0, 0, 0]], "mask": [1, 0]}]}', *BAGS, 5)
+    np.testing.assert_array_equal(padded["mask"], [[True, False]])
 
 
 def test_parse_request_refuses_too_many_rows_with_413():
@@ -239,6 +259,9 @@ def endpoint(ray_local, tmp_path_factory):
     named = keras.Model({"a": a, "b": b}, keras.layers.Dense(2, name="y")(keras.layers.Concatenate()([a, b])))
     multi.save(str(root / "multi.keras"))
     named.save(str(root / "named.keras"))
+    import e2e_helpers as h
+
+    bags = h.bag_model_file(root, 3)  # attention MIL: served from a fresh replica, which must find its layer
     port = _free_port()
     try:  # num_cpus=0: three replicas on the two CPUs of the test Ray
         urls = {
@@ -247,8 +270,9 @@ def endpoint(ray_local, tmp_path_factory):
             "/named": serve(str(root / "named.keras"), port=port, route_prefix="/named", name="named", num_cpus=0),
             "/nan": serve(str(root / "named.keras"), port=port, route_prefix="/nan", name="nan", num_cpus=0,
                           allow_nan=True),
+            "/bags": serve(bags, port=port, route_prefix="/bags", name="bags", num_cpus=0),
         }
-        yield {"port": port, "urls": urls, "multi": multi, "named": named}
+        yield {"port": port, "urls": urls, "multi": multi, "named": named, "bags": bags}
     finally:
         ray_serve.shutdown()
 
@@ -337,3 +361,18 @@ def test_endpoint_served_with_allow_nan_predicts_rows_holding_nan(endpoint):
     assert status == 400 and "expected a finite number or NaN" in answer["error"], answer
     status, _ = _post(url, GOOD_NAMED)
     assert status == 200
+
+
+@pytest.mark.slow
+def test_a_served_bag_model_takes_bags_of_tiles_of_any_lengths(endpoint):
+    from glimr_cv.mil import predict_bags
+
+    url = endpoint["urls"]["/bags"]
+    assert _get(url)["request"] == '{"instances": [{"instances": [[<3 numbers>], ...]}, ...]}'
+    rng = np.random.default_rng(0)
+    bags = [rng.random((n, 3)).astype("float32") for n in (5, 1, 12)]
+    status, answer = _post(url, {"instances": [{"instances": b.tolist()} for b in bags]})
+    assert status == 200, answer
+    np.testing.assert_allclose(np.asarray(answer["predictions"]), predict_bags(endpoint["bags"], bags), rtol=1e-5)
+    status, answer = _post(url, {"instances": [{"instances": [[1, 2]]}]})
+    assert status == 400 and answer["error"].startswith("instances[0]['instances']: expected a list of rows of shape (3,)")

@@ -69,8 +69,16 @@ def _row_text(shape: tuple) -> str:
     return f"<nested list of shape {shape_text(shape)}>"
 
 
+def is_bag_model(kind: str, inputs: dict) -> bool:
+    """Whether the model takes bags (inputs ``instances`` and ``mask``, as the MIL loaders feed them)."""
+    return kind == "dict" and set(inputs) == {"instances", "mask"} and len(inputs["instances"][0]) >= 1
+
+
 def expected_request(kind: str, inputs: dict) -> str:
     """An example of the request body the model takes, for error messages."""
+    if is_bag_model(kind, inputs):
+        tile = _row_text(inputs["instances"][0][1:])
+        return f'{{"{INSTANCES}": [{{"instances": [{tile}, ...]}}, ...]}}'
     if kind in ("dict", "list"):
         row = ", ".join(f'"{n}": {_row_text(s)}' for n, (s, _) in inputs.items())
         return f'{{"{INSTANCES}": [{{{row}}}, ...]}}'
@@ -313,6 +321,9 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int, allow_nan
         raise RequestError(400, expected("request body", f"exactly the key {INSTANCES!r}, as in {example}",
                                          got=f"keys {sorted(payload)}"))
     instances = payload[INSTANCES]
+    if (is_bag_model(kind, inputs) and isinstance(instances, list) and instances
+            and all(isinstance(r, dict) and set(r) == {"instances"} for r in instances)):
+        return _bags(instances, inputs, max_rows, example, allow_nan, bool_or_null)
 
     named = kind in ("dict", "list")
     as_rows = named and isinstance(instances, list) and instances and all(isinstance(r, dict) for r in instances)
@@ -358,6 +369,24 @@ def parse_request(body: bytes, kind: str, inputs: dict, max_rows: int, allow_nan
     shape, dtype = next(iter(inputs.values())) if inputs else (None, None)
     return _numeric(INSTANCES, instances, shape, dtype, example, lambda i: f"{INSTANCES}[{i}]", allow_nan,
                     bool_or_null)
+
+
+def _bags(rows: list, inputs: dict, max_rows: int, example: str, allow_nan: bool, bool_or_null: bool) -> dict:
+    """Bags of tiles, one per row (``{"instances": [tile, ...]}``), padded to the longest and masked here."""
+    from ..mil.predict import bag_batches
+
+    if len(rows) > max_rows:
+        raise RequestError(413, expected(INSTANCES, f"at most {max_rows} bags per request", len(rows)))
+    shape, dtype = inputs["instances"]
+    bags = []
+    for i, row in enumerate(rows):
+        bag = _numeric(f"{INSTANCES}[{i}]['instances']", row["instances"], shape[1:], dtype, example,
+                       lambda j, i=i: f"{INSTANCES}[{i}]['instances'][{j}]", allow_nan, bool_or_null)
+        if not len(bag):
+            raise RequestError(400, expected(f"{INSTANCES}[{i}]['instances']", f"a bag of at least one tile, as in "
+                                                                           f"{example}", got="none"))
+        bags.append(bag)
+    return bag_batches(bags, len(bags))[0]
 
 
 def jsonable(outputs: Any) -> Any:
