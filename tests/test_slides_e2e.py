@@ -136,9 +136,9 @@ def test_predict_slides_and_heatmaps_of_a_trained_model(slide_search, cohort, tm
                                rtol=1e-6)
     # bad slides come back as rows, not as an exception out of Ray Data: such an exception would keep the actors, and
     # the CPUs they hold, while anything keeps it (a notebook keeps the last one), and the run below would wait for ever
-    cpus = int(ray.cluster_resources()["CPU"])
+    cpus = ray.cluster_resources()["CPU"]  # one actor holding every CPU
     with pytest.raises(ValueError, match=r"^predict_slides: 3 of 6 slides could not be predicted: ") as raised:
-        predict_slides(path, h.damaged_cohort(cohort.iloc[:6], tmp_path), ray=True, concurrency=cpus, batch_size=4)
+        predict_slides(path, h.damaged_cohort(cohort.iloc[:6], tmp_path), ray=True, num_cpus=cpus, batch_size=4)
     distributed = predict_slides(path, cohort.iloc[:6], ray=True, batch_size=2)
     assert raised.value is not None  # held until here
     np.testing.assert_allclose(np.stack(distributed["prediction"]), np.stack(local["prediction"]), rtol=1e-5)
