@@ -273,7 +273,8 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
         Ray Data actors, and the CPUs each reserves.
     errors : {"raise", "keep"}
         What a slide that cannot be read or predicted (a missing or damaged
-        file, features of another width) does once every slide has been tried:
+        file, features of another width or holding NaN or infinity) does once
+        every slide has been tried:
         ``"raise"`` a ``ValueError`` naming each such slide, its file and its
         error; ``"keep"`` its row, with NaN predictions and the error in an
         ``error`` column ("" on the slides predicted).
