@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 __all__ = ["expected", "check_int", "check_number", "check_choice", "check_bool", "check_type", "check_callable",
-           "Int", "Real", "OneOf", "Bool", "Instance", "Function", "validate"]
+           "listed", "Int", "Real", "OneOf", "Bool", "Instance", "Function", "validate"]
 
 _UNSET = object()
 
@@ -33,6 +33,13 @@ def expected(name: str, what: str, value: Any = _UNSET, hint: str = "", got: str
             raise TypeError("expected: give the value found, or got= in words")
         got = repr(value)
     return f"{name}: expected {what}, but got {got}" + (f"; {hint}" if hint else "")
+
+
+def listed(items: Iterable, most: int = 5, sep: str = "; ") -> str:
+    """The first ``most`` of ``items`` joined by ``sep``, and how many more: what a message shows of a long list."""
+    items = [str(item) for item in items]
+    more = f"{sep}and {len(items) - most} more" if len(items) > most else ""
+    return sep.join(items[:most]) + more
 
 
 def _is_int(value: Any) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 from .checks import expected
 
 __all__ = ["check_keras_file", "load_keras_model", "input_structure", "model_inputs", "model_output_names", "named_outputs",
-           "to_numpy_outputs", "shape_text", "conform_rows", "import_own_modules"]
+           "to_numpy_outputs", "shape_text", "shape_fits", "conform_rows", "is_bag_model", "import_own_modules"]
 
 
 def input_structure(model) -> Any:
@@ -61,6 +61,16 @@ def shape_text(shape: tuple) -> str:
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
+def shape_fits(got: tuple, shape: tuple) -> bool:
+    """Whether ``got`` is ``shape`` exactly, an unknown dimension (None) taking any size."""
+    return len(got) == len(shape) and all(s is None or s == g for g, s in zip(got, shape))
+
+
+def is_bag_model(kind: str, inputs: dict) -> bool:
+    """Whether :func:`model_inputs` describe a bag model: inputs ``instances`` and ``mask``, as the MIL loaders feed."""
+    return kind == "dict" and set(inputs) == {"instances", "mask"} and len(inputs["instances"][0]) >= 1
+
+
 def _fits(row: tuple, shape: tuple) -> bool:
     """Whether rows of shape ``row`` fit an input of shape ``shape`` (both without the batch axis), by Keras's rule.
 
@@ -73,7 +83,7 @@ def _fits(row: tuple, shape: tuple) -> bool:
         row = row[:-1]
     elif len(row) + 1 == len(shape) and shape[-1] == 1:
         shape = shape[:-1]
-    return len(row) == len(shape) and all(s is None or s == r for r, s in zip(row, shape))
+    return shape_fits(row, shape)
 
 
 def conform_rows(name: str, model, x: Any) -> Any:
@@ -211,7 +221,7 @@ def import_own_modules(config: Any) -> None:
     for module in sorted(_own_modules(config)):
         try:
             importlib.import_module(module)
-        except ImportError:  # a module of another glimr_cv version: Keras names the class it cannot find
+        except (ImportError, ValueError):  # not a module of this glimr_cv: Keras names the class it cannot find
             pass
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from glimr_cv.checks import (Bool, Function, Instance, Int, OneOf, Real, check_bool, check_callable, check_choice,
-                             check_id, check_int, check_number, check_type, expected, validate)
+                             check_id, check_int, check_number, check_type, expected, listed, validate)
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "glimr_cv"
 
@@ -255,3 +255,10 @@ def test_the_package_words_every_user_error_with_expected():
             found.append(f"{path.relative_to(PACKAGE.parent)}:{line}")
     assert not found, ("hand-written 'name: expected ..., but got ...' messages; use glimr_cv.checks.expected:\n"
                        + "\n".join(found))
+
+
+def test_listed_shows_the_first_items_and_counts_the_rest():
+    assert listed(["a", "b"]) == "a; b"
+    assert listed(range(7), 5, ", ") == "0, 1, 2, 3, 4, and 2 more"
+    assert listed((f"x{i}" for i in range(6)), 5) == "x0; x1; x2; x3; x4; and 1 more"
+    assert listed([]) == ""

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_bool, check_int, check_type, expected
-from ..keras_io import (check_keras_file, conform_rows, load_keras_model, model_inputs, model_output_names,
-                        to_numpy_outputs)
+from ..keras_io import (check_keras_file, conform_rows, is_bag_model, load_keras_model, model_inputs,
+                        model_output_names, to_numpy_outputs)
 
 __all__ = ["load_keras_model", "check_keras_file", "model_inputs", "model_output_names", "to_model_input",
            "same_rows", "nan_rows", "check_no_nan", "empty_outputs", "predict", "BatchPredictor", "predict_ray"]
@@ -310,8 +310,7 @@ def predict(model_or_path: Any, data: Any, batch_size: int | None = None, allow_
 
 def _bag_input(model, data: Any) -> str | None:
     """``"bags"`` or ``"slides"`` when a bag model (inputs ``instances`` and ``mask``) is given bags or a manifest."""
-    kind, inputs = model_inputs(model)
-    if kind != "dict" or set(inputs) != {"instances", "mask"}:
+    if not is_bag_model(*model_inputs(model)):
         return None
     import pandas as pd
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_bool, check_choice, check_int, check_number, check_type, expected
-from ..keras_io import shape_text
+from ..keras_io import is_bag_model, shape_fits, shape_text
 
 __all__ = ["serve", "ModelServer", "RequestError", "parse_request", "expected_request", "jsonable", "scan_json",
            "max_depth", "connect_ray"]
@@ -67,11 +67,6 @@ def _row_text(shape: tuple) -> str:
         n = shape[0]
         return f"[<{'some' if n is None else n} number{'' if n == 1 else 's'}>]"
     return f"<nested list of shape {shape_text(shape)}>"
-
-
-def is_bag_model(kind: str, inputs: dict) -> bool:
-    """Whether the model takes bags (inputs ``instances`` and ``mask``, as the MIL loaders feed them)."""
-    return kind == "dict" and set(inputs) == {"instances", "mask"} and len(inputs["instances"][0]) >= 1
 
 
 def expected_request(kind: str, inputs: dict) -> str:
@@ -254,7 +249,7 @@ def _numeric(name: str, value: Any, shape: tuple | None, dtype: str | None, exam
                                          got="non-numeric values (such as strings or null)"))
     if shape is not None:
         got = array.shape[1:]
-        if array.ndim != len(shape) + 1 or any(e is not None and e != g for e, g in zip(shape, got)):
+        if array.ndim == 0 or not shape_fits(got, shape):
             raise RequestError(400, expected(name, f"a list of rows of shape {shape_text(shape)}, as in {example}",
                                              got=f"{_count(array.shape[0] if array.ndim else 0, 'row')} of shape "
                                                  f"{shape_text(got)}"))

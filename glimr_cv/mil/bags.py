@@ -11,7 +11,7 @@ import numpy as np
 
 import copy
 
-from ..checks import check_int, expected
+from ..checks import check_int, expected, listed
 from ..data.folds import _DEFAULT_FOLDS, KFoldLoader, _rows
 
 __all__ = ["pack_bags", "kfold_bag_loader", "BagKFoldLoader", "BagFolds", "bag_rows"]
@@ -100,10 +100,6 @@ def _non_finite(values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
 
 
-def _first(indices: list, most: int = 10) -> str:
-    return f"{indices[:most]}" + (f" and {len(indices) - most} more" if len(indices) > most else "")
-
-
 def check_finite_tiles(values: np.ndarray, what: str = "", rows: np.ndarray | None = None) -> None:
     """Refuse tiles whose features hold NaN or infinity, naming them.
 
@@ -119,9 +115,9 @@ def check_finite_tiles(values: np.ndarray, what: str = "", rows: np.ndarray | No
     bad = _non_finite(values)
     if not len(bad):
         return
-    shown = _first((bad if rows is None else np.asarray(rows)[bad]).tolist())
+    shown = listed((bad if rows is None else np.asarray(rows)[bad]).tolist(), 10, ", ")
     raise ValueError(f"{what + ': ' if what else ''}expected finite features, but {len(bad)} of {len(values)} tiles "
-                     f"{'read ' if rows is not None else ''}hold NaN or infinity (tiles {shown}); drop those tiles "
+                     f"{'read ' if rows is not None else ''}hold NaN or infinity (tiles [{shown}]); drop those tiles "
                      "from the file (a feature extractor's blank or failed tiles, say)")
 
 
@@ -140,10 +136,9 @@ def check_finite_bags(instances: np.ndarray, offsets: np.ndarray) -> None:
     found = {}
     for row, bag in zip(bad.tolist(), owner.tolist()):
         found.setdefault(bag, []).append(row - int(offsets[bag]))
-    listed = [f"bags[{bag}] (instances {_first(rows)})" for bag, rows in found.items()]
-    more = f"; and {len(listed) - 5} more bags" if len(listed) > 5 else ""
+    named = listed(f"bags[{bag}] (instances [{listed(rows, 10, ', ')}])" for bag, rows in found.items())
     raise ValueError(f"bags: expected finite instances, but {len(found)} bag{'s' if len(found) > 1 else ''} "
-                     f"hold{'' if len(found) > 1 else 's'} NaN or infinity: {'; '.join(listed[:5])}{more}; drop those "
+                     f"hold{'' if len(found) > 1 else 's'} NaN or infinity: {named}; drop those "
                      "instances (one NaN instance makes its bag's prediction and loss NaN)")
 
 

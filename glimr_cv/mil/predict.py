@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_choice, check_int, check_type, expected
+from ..checks import check_choice, check_int, check_type, expected, listed
 
 __all__ = ["bag_batches", "bag_dataset", "predict_bags", "predict_slides", "SlidePredictor"]
 
@@ -102,9 +102,8 @@ def predict_bags(model_or_path: Any, bags: Any, batch_size: int = 8, preprocess:
         As :func:`glimr_cv.predict`: an array for one output, a dict by name for several.
     """
     from ..keras_io import load_keras_model
-    from . import layers  # noqa: F401  (registers the pooling layers a saved bag model names)
 
-    model = load_keras_model(model_or_path)
+    model = load_keras_model(model_or_path)  # imports the pooling layers a saved bag model names
     arrays = _bag_arrays(bags)
     if preprocess is not None:
         arrays = [np.asarray(preprocess.transform(a.reshape(len(a), -1)), dtype=np.float32) for a in arrays]
@@ -114,13 +113,13 @@ def predict_bags(model_or_path: Any, bags: Any, batch_size: int = 8, preprocess:
 
 def _check_instances(model, got: tuple, when: str) -> None:
     """Refuse instances of another shape than the model's ``instances`` input takes (Keras's error names no slide)."""
-    from ..keras_io import model_inputs, shape_text
+    from ..keras_io import is_bag_model, model_inputs, shape_fits, shape_text
 
     kind, inputs = model_inputs(model)
-    if kind != "dict" or "instances" not in inputs:
+    if not is_bag_model(kind, inputs):
         return
     want = inputs["instances"][0][1:]  # (bag length, *instance shape): the instance shape
-    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got)):
+    if not shape_fits(got, want):
         raise ValueError(expected("bags", f"instances of shape {shape_text(want)}, as the model's input 'instances' "
                                           f"takes them", got=f"instances of shape {shape_text(got)}"
                                   + (f" {when}" if when else "")))
@@ -166,11 +165,10 @@ class SlidePredictor:
     ("FileNotFoundError: no such feature file ..."), which is "" on the others.
     """
 
-    def __init__(self, model_path: str, features: str = "features", preprocess: Any = None, batch_size: int = 1):
+    def __init__(self, model_path: Any, features: str = "features", preprocess: Any = None, batch_size: int = 1):
         from ..keras_io import load_keras_model
-        from . import layers  # noqa: F401  (registers the pooling layers a saved bag model names)
 
-        self.model = load_keras_model(model_path)
+        self.model = load_keras_model(model_path)  # a path, or (in this process) a model
         self.features, self.preprocess, self.batch_size = features, preprocess, batch_size
 
     def _blank(self, like: Any = None) -> Any:
@@ -217,33 +215,33 @@ class SlidePredictor:
         readable = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
         for i, value in zip(readable, self._predict([results[i] for i in readable]) if readable else []):
             results[i] = value
-        blank = None
-        predictions, errors = [], []
-        for r in results:
-            if isinstance(r, Exception):
-                if blank is None:
-                    blank = self._blank(next((p for p in results if not isinstance(p, Exception)), None))
-                predictions.append(blank)
-                errors.append(f"{type(r).__name__}: {str(r).strip().splitlines()[0] if str(r).strip() else ''}")
-            else:
-                predictions.append(r)
-                errors.append("")
-        columns = {"slide": batch["slide"], "order": batch["order"], "error": np.array(errors, dtype=object)}
+        failed = [isinstance(r, Exception) for r in results]
+        if any(failed):
+            blank = self._blank(next((r for r, bad in zip(results, failed) if not bad), None))
+            predictions = [blank if bad else r for r, bad in zip(results, failed)]
+        else:
+            predictions = results
+        columns = {"slide": batch["slide"], "order": batch["order"]}
         if predictions and isinstance(predictions[0], dict):
             columns.update({f"prediction_{k}": [p[k] for p in predictions] for k in predictions[0]})
         else:
             columns["prediction"] = predictions
+        columns["error"] = np.array([_error_text(r) if bad else "" for r, bad in zip(results, failed)], dtype=object)
         return columns
 
 
-def _failures(table: Any, frame: Any, most: int = 5) -> str:
-    """The failed slides of ``table`` in words: id, file and error of the first ``most``."""
+def _error_text(err: Exception) -> str:
+    """``"FileNotFoundError: no such feature file ..."``: an error's type and the first line of its message."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def _failures(table: Any, frame: Any) -> str:
+    """The failed slides of ``table`` in words: id, file and error of the first few."""
     failed = table[table["error"] != ""]
     paths = dict(zip(frame["order"], frame["path"]))
-    listed = "; ".join(f"{s!r} ({paths[o]}): {e}" for s, o, e in
-                       zip(failed["slide"][:most], failed["order"][:most], failed["error"][:most]))
-    more = f"; and {len(failed) - most} more" if len(failed) > most else ""
-    return f"{len(failed)} of {len(table)} slides could not be predicted: {listed}{more}"
+    named = listed(f"{s!r} ({paths[o]}): {e}" for s, o, e in zip(failed["slide"], failed["order"], failed["error"]))
+    return f"{len(failed)} of {len(table)} slides could not be predicted: {named}"
 
 
 def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: str | None = "slide",
@@ -298,12 +296,7 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
     check_choice("errors", errors, ("raise", "keep"))
     frame = _manifest(manifest, path, slide)
     if not ray:
-        from ..keras_io import load_keras_model
-        from . import layers  # noqa: F401
-
-        predictor = SlidePredictor.__new__(SlidePredictor)
-        predictor.model, predictor.features = load_keras_model(model_path), features
-        predictor.preprocess, predictor.batch_size = preprocess, batch_size
+        predictor = SlidePredictor(model_path, features, preprocess, batch_size)
         # batch_size slides read at a time, as on Ray: a cohort's features need not fit in memory together
         table = pd.concat([pd.DataFrame(predictor({c: frame[c].to_numpy()[i: i + batch_size]
                                                    for c in ("slide", "path", "order")}))
@@ -328,5 +321,4 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
     if errors == "raise" and (table["error"] != "").any():
         raise ValueError(f"predict_slides: {_failures(table, frame)}; fix or leave out those files, or pass "
                          f"errors='keep' for the other slides' predictions and an 'error' column")
-    table = table.drop(columns=["order"] + (["error"] if errors == "raise" else []))
-    return table[[c for c in table.columns if c != "error"] + (["error"] if "error" in table.columns else [])]
+    return table.drop(columns=["order"] + (["error"] if errors == "raise" else []))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_choice, check_int, check_type, expected
+from ..checks import check_choice, check_int, check_type, expected, listed
 from ..data.contract import DEFAULT_FOLDS
 from .bags import BagFolds, bag_rows, check_finite_tiles
 
@@ -91,12 +91,6 @@ def _npy_header(handle) -> tuple[tuple, np.dtype]:
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
     return shape, dtype
-
-
-def _listed(items: list, most: int = 5, sep: str = "; ") -> str:
-    """The first ``most`` of ``items`` joined, and how many more."""
-    more = f"{sep}and {len(items) - most} more" if len(items) > most else ""
-    return sep.join(items[:most]) + more
 
 
 def manifest_path(path: Any, base: str | None = None) -> str:
@@ -386,8 +380,6 @@ class SlideKFoldLoader(BagFolds):
         if len(manifest) < 2:
             raise ValueError(expected("manifest", "at least 2 slides to make folds", len(manifest)))
         frame = manifest.reset_index(drop=True).copy()
-
-
         frame[path] = [manifest_path(p, base) for p in frame[path]]
         ids = ([str(v) for v in frame[slide]] if slide is not None and slide in frame.columns
                else [os.path.splitext(os.path.basename(p.split("?", 1)[0]))[0] for p in frame[path]])
@@ -403,7 +395,7 @@ class SlideKFoldLoader(BagFolds):
         if unreadable:
             kind = FileNotFoundError if all("no such feature file" in u for u in unreadable) else ValueError
             many = f"{len(unreadable)} of {len(ids)} slides cannot be read: " if len(unreadable) > 1 else ""
-            raise kind(f"manifest: {many}{_listed(unreadable)}")
+            raise kind(f"manifest: {many}{listed(unreadable)}")
         widths = collections.Counter(info.width for info in infos)
         if len(widths) > 1:
             common = widths.most_common(1)[0][0]  # ties: the first slide's
@@ -413,7 +405,7 @@ class SlideKFoldLoader(BagFolds):
                 found = f"slide {ids[odd[0]]!r} has {infos[odd[0]].width} features per tile"
             else:
                 found = (f"{len(odd)} slides have another number of features per tile: "
-                         + _listed([f"{ids[i]!r} ({infos[i].width})" for i in odd], sep=", "))
+                         + listed([f"{ids[i]!r} ({infos[i].width})" for i in odd], sep=", "))
             raise ValueError(f"manifest: {found}, but slide {ids[first]!r} has {common}"
                              + (f", as {widths[common] - 1} others do" if widths[common] > 1 else "")
                              + "; expected one feature width (one extractor) for all slides")
