@@ -399,3 +399,5 @@ def test_predict_slides_names_every_slide_it_could_not_predict_and_keeps_the_oth
                                rtol=1e-5)
     with pytest.raises(ValueError, match="errors: expected one of 'raise', 'keep', but got 'skip'"):
         predict_slides(model, cohort, errors="skip")
+    with pytest.raises(ValueError, match=r"num_cpus: expected a number >= 0, but got -1"):  # before Ray starts
+        predict_slides(model, cohort, ray=True, num_cpus=-1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_choice, check_int, check_type, expected, listed
+from ..checks import check_choice, check_int, check_number, check_type, expected, listed
 
 __all__ = ["bag_batches", "bag_dataset", "predict_bags", "predict_slides", "SlidePredictor"]
 
@@ -309,6 +309,7 @@ def predict_slides(model_path: Any, manifest: Any, path: str = "path", slide: st
         check_type("model_path", model_path, (str, os.PathLike), "the path of a .keras file every worker can read")
         check_keras_file(os.path.abspath(os.fspath(model_path)), "model_path")
         check_int("concurrency", concurrency, 1)
+        check_number("num_cpus", num_cpus, 0)
         # a slide's failure is a row, not an exception: an exception out of Ray Data would keep its actors, and
         # their CPUs, for as long as it is referenced (a notebook keeps it), and stop at the first bad slide
         predicted = ray.data.from_pandas(frame).map_batches(
