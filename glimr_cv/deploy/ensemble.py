@@ -152,7 +152,8 @@ def export_ensemble(results, path: str | os.PathLike | None = None, config_id: i
     -------
     str
         The absolute path written. Plain Keras loads it
-        (``keras.saving.load_model(path)``) without glimr_cv installed.
+        (``keras.saving.load_model(path)``) without glimr_cv installed, unless
+        the model holds glimr_cv's own layers (MIL pooling).
     """
     check_type("path", path, (str, os.PathLike), "a file name ending in .keras", allow_none=True)
     path = os.path.join(results.path, "ensemble.keras") if path is None else os.fspath(path)

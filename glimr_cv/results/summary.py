@@ -187,9 +187,9 @@ class SearchResults:
     def export(self, path: str | None = None, config_id: int | None = None) -> str:
         """Save :meth:`ensemble` as a ``.keras`` file (default ``ensemble.keras`` in the experiment folder).
 
-        Plain ``keras.saving.load_model(path)`` loads it without glimr_cv installed;
-        custom layers of the builder must be registered and importable where it
-        is loaded. Returns the absolute path written.
+        Plain ``keras.saving.load_model(path)`` loads it without glimr_cv installed,
+        unless it holds glimr_cv's own layers (MIL pooling); custom layers of the
+        builder must be registered and importable where it is loaded. Returns the absolute path written.
         """
         from ..deploy.ensemble import export_ensemble
 
