@@ -6,6 +6,11 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Every Ray the suite starts (its own, the notebook kernels', the CLI subprocesses') has one CPU, so a
+# search trains one fold at a time. Each fold slot is a worker process that imports TensorFlow before
+# it trains (about 4.5 CPU-s), and the suite is bound by its CPU. A test of folds at once asks for half
+# a CPU per fold.
+os.environ.setdefault("RAY_OVERRIDE_RESOURCES", '{"CPU": 1}')
 
 import pytest
 
@@ -16,7 +21,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+        ray.init(num_cpus=1, include_dashboard=False, configure_logging=False,
                  runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
     yield ray
     ray.shutdown()

@@ -263,7 +263,7 @@ def endpoint(ray_local, tmp_path_factory):
 
     bags = h.bag_model_file(root, 3)  # attention MIL: served from a fresh replica, which must find its layer
     port = _free_port()
-    try:  # num_cpus=0: three replicas on the two CPUs of the test Ray
+    try:  # num_cpus=0: four replicas on the one CPU of the test Ray
         urls = {
             "/m": serve(str(root / "multi.keras"), port=port, route_prefix="/m", name="multi", max_batch_rows=50,
                         max_body_bytes=20_000, num_cpus=0),

@@ -174,11 +174,14 @@ def test_a_stoppers_stop_all_ends_running_folds_gracefully_and_starts_nothing(ra
 
     search = Search(h.space(epochs=5), h.digits_builder, h.digits_loader, cv_folds=2, racing=None, seed=1,
                     stopper=Enough())
+    search.set_resources({"CPU": 0.5})  # two folds at once on the test Ray's one CPU
     results = search.experiment(str(tmp_path), name="all", num_samples=6, check=False)
     folds = results.folds
     assert len(folds) <= 3  # the running folds, and the pending one at most: nothing new started
-    assert set(folds["stopped_by"].dropna()) == {"stopper"} and set(folds["status"]) == {"complete"}
-    assert folds["stopped_early"].any() and (folds["epochs"] < 5).all()
+    assert set(folds["stopped_by"]) == {"stopper"} and set(folds["status"]) == {"complete"}
+    # stop_all on the third result: a fold has trained at most one epoch more than the driver has handled, and
+    # trains one more before it reads the stop, so none reaches its fifth epoch
+    assert (folds["epochs"] <= 4).all(), folds[["config_id", "fold", "epochs"]]
     assert "incomplete" in set(results.table["status"])
 
 

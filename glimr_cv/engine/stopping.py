@@ -69,8 +69,16 @@ def _stop_board(create: bool = False):
 
 
 def request_stop(trial_id: str, reason: str) -> None:
-    """Ask the fold of ``trial_id`` to stop after its current epoch."""
-    _stop_board(create=True).request.remote(trial_id, reason)
+    """Ask the fold of ``trial_id`` to stop; it stops after the epoch it is training.
+
+    Returns once the board holds the request. Tune resumes a fold only after the
+    driver has handled its last result, so a stop asked for on epoch ``k``'s result
+    ends the fold after epoch ``k + 1``, however slowly the board starts.
+    """
+    import ray
+
+    # waited on: the board starts on the first stop, and a fold that found none went on training
+    ray.get(_stop_board(create=True).request.remote(trial_id, reason))
 
 
 def stop_requested(trial_id: str) -> str | None:
