@@ -376,6 +376,15 @@ def test_top_k_configs_callable_statistic(trials):
     assert top["config_score"].iloc[0] == pytest.approx(0.5)
 
 
+def test_top_k_configs_takes_numpy_statistics_as_glimr_users_pass_them_without_a_warning(trials):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas warned that it would stop swapping np.median for its own
+        top = top_k_configs(trials, "acc", "max", k=None, statistic=np.median)
+    pd.testing.assert_frame_equal(top, top_k_configs(trials, "acc", "max", k=None, statistic="median"))
+
+
 def test_top_k_configs_ties_by_config_enum():
     df = pd.DataFrame({"config_enum": [2, 1, 0], "cv_index": [0, 0, 0], "status": ["complete"] * 3, "acc": [0.5] * 3})
     assert list(top_k_configs(df, "acc", "max")["config_enum"]) == [0, 1, 2]

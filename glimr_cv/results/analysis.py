@@ -286,7 +286,10 @@ def top_k_configs(
     if not callable(statistic) and statistic not in ("mean", "median", "min", "max"):
         raise ValueError(expected("statistic", "'mean', 'median', 'min', 'max' or a function", statistic))
     rows = rows[rows["status"] == "complete"]
-    scores = rows.groupby("config_enum")[metric].agg(statistic)
+    # a function is called on each configuration's Series, as documented (pandas would swap np.median for its own
+    # and warn that this will change)
+    scores = rows.groupby("config_enum")[metric].agg(statistic if isinstance(statistic, str) else
+                                                     lambda s: statistic(s))
     order = sorted(scores.index, key=lambda c: (-Direction(mode).orient(scores[c]), c))
     order = order[:k] if k else order
     rank = {c: i + 1 for i, c in enumerate(order)}
