@@ -200,28 +200,28 @@ def small_model(tmp_path_factory):
     return path
 
 
-@pytest.mark.slow
-def test_predict_refuses_nan_unless_allow_nan_and_predicts_zero_rows(small_model, tmp_path):
+def test_predict_refuses_nan_unless_allow_nan_and_predicts_zero_rows(small_model, tmp_path, capsys):
+    # in this process: a fresh process's exit code and output are the slide-manifest and round-trip tests'
     x = np.ones((6, 4), "float32")
     x[2, 0] = np.nan
     np.save(tmp_path / "nan.npy", x)
-    done = run_cli("predict", small_model, tmp_path / "nan.npy")
-    assert done.returncode == 1
-    line = _last_error_line(done.stderr)
+    assert main(["predict", str(small_model), str(tmp_path / "nan.npy")]) == 1
+    line = _last_error_line(capsys.readouterr().err)
     assert "expected features without NaN, but data has NaN in 1 row [2]" in line and "--allow-nan" in line
 
-    done = run_cli("predict", small_model, tmp_path / "nan.npy", "--allow-nan", "--out", tmp_path / "p.csv")
-    assert done.returncode == 0, done.stderr
+    assert main(["predict", str(small_model), str(tmp_path / "nan.npy"), "--allow-nan", "--out",
+                 str(tmp_path / "p.csv")]) == 0
     table = pd.read_csv(tmp_path / "p.csv")
     assert table.shape == (6, 3) and table.iloc[2].isna().all() and table.drop(index=2).notna().all().all()
 
     np.save(tmp_path / "empty.npy", np.zeros((0, 4), "float32"))
-    done = run_cli("predict", small_model, tmp_path / "empty.npy")
-    assert done.returncode == 0, done.stderr
-    assert "predicting 0 rows" in done.stderr and "wrote 0 predictions" in done.stderr
-    assert done.stdout.strip() == "prediction_0,prediction_1,prediction_2"
-    done = run_cli("predict", small_model, tmp_path / "empty.npy", "--out", tmp_path / "empty_out.npy")
-    assert done.returncode == 0, done.stderr
+    capsys.readouterr()
+    assert main(["predict", str(small_model), str(tmp_path / "empty.npy")]) == 0
+    done = capsys.readouterr()
+    assert "predicting 0 rows" in done.err and "wrote 0 predictions" in done.err
+    assert done.out.strip() == "prediction_0,prediction_1,prediction_2"
+    assert main(["predict", str(small_model), str(tmp_path / "empty.npy"), "--out",
+                 str(tmp_path / "empty_out.npy")]) == 0
     out = np.load(tmp_path / "empty_out.npy")
     assert out.shape == (0, 3) and out.dtype == np.float32
 

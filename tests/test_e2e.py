@@ -175,29 +175,3 @@ def test_racing_prunes_without_training_skipped_folds_and_budget_holds(tmp_path)
     assert results.fold_trainings_saved >= len(pruned)
     assert results.best_config_id not in set(pruned["config_id"])
     assert (results.table[results.table["status"] == "complete"]["config/optimization/learning_rate"] == 0.01).all()
-
-
-def test_optuna_inner_searcher_receives_cv_means(tmp_path):
-    optuna_search = pytest.importorskip("ray.tune.search.optuna").OptunaSearch
-    pytest.importorskip("optuna")
-    inner = optuna_search(seed=0)
-    search = Search(h.space(epochs=1), h.digits_builder, h.digits_loader, cv_folds=2, racing=None)
-    results = search.experiment(str(tmp_path), name="optuna", num_samples=3, search_alg=inner)
-    told = sorted(t.value for t in inner._ot_study.trials if t.value is not None)
-    means = sorted(results.table["mean_digit_accuracy"])
-    assert told == pytest.approx(means)
-    # the configurations trained are the ones Optuna proposed
-    lrs = sorted(t.params["optimization/learning_rate"] for t in inner._ot_study.trials)
-    assert lrs == pytest.approx(sorted(results.table["config/optimization/learning_rate"]))
-
-
-def test_hyperopt_inner_searcher_receives_cv_means(tmp_path):
-    pytest.importorskip("hyperopt")
-    from ray.tune.search.hyperopt import HyperOptSearch
-
-    inner = HyperOptSearch(random_state_seed=0, n_initial_points=2)
-    search = Search(h.space(epochs=1), h.digits_builder, h.digits_loader, cv_folds=2, racing=None)
-    results = search.experiment(str(tmp_path), name="hyperopt", num_samples=3, search_alg=inner)
-    assert list(results.table["status"]) == ["complete"] * 3
-    losses = sorted(-t["result"]["loss"] for t in inner._hpopt_trials.trials if t["result"].get("loss") is not None)
-    assert losses == pytest.approx(sorted(results.table["mean_digit_accuracy"]))
