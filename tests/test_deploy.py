@@ -448,14 +448,15 @@ def test_predict_ray_reports_user_mistakes_first_and_refuses_nan_unless_allowed(
         predict_ray(str(corrupt), ds, feature_columns="features")
     with pytest.raises(ValueError, match="batch_size"):
         predict_ray(path, ds, batch_size=0)
-    # NaN: found when the rows are read, named by the kept columns. Half the CPU: the failed run's actor keeps
-    # its share while its exception is referenced (predict_ray's Notes), and the run after it needs the other half
-    refused = predict_ray(path, ds, batch_size=4, feature_columns="features", keep_columns=["id"], num_cpus=0.5)
+    # NaN: found when the rows are read, named by the kept columns. No CPU: the failed run's actor keeps what it
+    # holds while its exception is referenced (predict_ray's Notes), which the run below and the next test's
+    # search on the test Ray's one CPU would wait for
+    refused = predict_ray(path, ds, batch_size=4, feature_columns="features", keep_columns=["id"], num_cpus=0)
     with pytest.raises(Exception, match=r"expected features without NaN, but the features hold NaN in 1 row "
                                         r"\(id=\[105\]\); pass allow_nan=True"):
         refused.to_pandas()
     out = predict_ray(path, ds, batch_size=4, feature_columns="features", keep_columns=["id"],
-                      allow_nan=True, num_cpus=0.5).to_pandas().sort_values("id")
+                      allow_nan=True).to_pandas().sort_values("id")
     got = np.stack(out["prediction"].to_numpy())
     assert np.isnan(got[5]).all() and np.isfinite(np.delete(got, 5, axis=0)).all()
     np.testing.assert_allclose(np.delete(got, 5, axis=0), np.delete(predict(path, x, allow_nan=True), 5, axis=0),
