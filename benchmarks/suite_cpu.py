@@ -20,13 +20,22 @@ Method
     ``python -c "import tensorflow, keras"`` are measured first (median of 3), and
     ``fold worker imports`` = fold workers x that cost: CPU that every fold worker
     spends before it trains anything.
+    With ``--by-file`` (a pytest command), a small plugin logs when each test starts
+    in each pytest process, and every other process is charged to the test file
+    that its nearest pytest ancestor was running when it started: the fold
+    workers, Ray daemons, actors and subprocesses that file's tests caused. The
+    pytest processes' own CPU is not split by file. A notebook kernel and what it
+    starts are charged to the notebooks' test file (the xdist controller runs them
+    while its workers run the other tests).
 
-Linux only (it reads ``/proc``). Nothing is written but the command's own files. With
+Linux only (it reads ``/proc``). Nothing is written but the command's own files (and
+``--by-file``'s logs, in a temporary folder removed afterwards). With
 ``--json`` the command's output goes to stderr and stdout holds the one JSON object.
 
 Command
     python benchmarks/suite_cpu.py --import-cost            # the suite, as make test runs it
     python benchmarks/suite_cpu.py --json -- pytest -q tests/test_e2e.py
+    python benchmarks/suite_cpu.py --by-file                  # and which test files cause it
 """
 
 from __future__ import annotations
@@ -35,14 +44,18 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
 SUITE = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-q", "-p", "no:cacheprovider"]
+CLOCK_PLUGIN = "_test_clock"  # benchmarks/_test_clock.py
+NOTEBOOKS = "tests/test_notebooks.py"
 
 
 
@@ -51,18 +64,20 @@ def _is_pytest(cmdline: str) -> bool:
     words = cmdline.split()[:3]
     return any(os.path.basename(w) in ("pytest", "py.test") for w in words[:2]) or words[1:3] == ["-m", "pytest"]
 
+FOLD, DAEMONS, ACTOR, KERNEL, PYTEST, IDLE, OTHER = (
+    "fold worker (Tune trial actor)", "Ray daemons (GCS, raylet, agents, monitors)",
+    "other Ray actor (Serve, Data, stop board)", "notebook kernel", "pytest (controller and xdist workers)",
+    "Ray idle worker, never an actor", "other subprocess (CLI, scripts, servers)")
 # (role, a test on the command line); the first match wins, and a role earlier in this list is more specific
 ROLES = [
-    ("fold worker (Tune trial actor)", lambda c: c.startswith("ray::ImplicitFunc")),
-    ("Ray daemons (GCS, raylet, agents, monitors)",
-     lambda c: any(k in c for k in ("gcs_server", "raylet/raylet", "dashboard/", "log_monitor", "monitor.py",
-                                    "runtime_env", "ray::DashboardAgent", "ray::RuntimeEnvAgent"))),
-    ("other Ray actor (Serve, Data, stop board)", lambda c: c.startswith("ray::") and not c.startswith("ray::IDLE")),
-    ("notebook kernel", lambda c: "ipykernel_launcher" in c),
-    ("pytest (controller and xdist workers)",
-     lambda c: _is_pytest(c) or "exec(eval(sys.stdin.readline()))" in c),
-    ("Ray idle worker, never an actor", lambda c: c.startswith("ray::IDLE") or "default_worker.py" in c),
-    ("other subprocess (CLI, scripts, servers)", lambda c: bool(c)),
+    (FOLD, lambda c: c.startswith("ray::ImplicitFunc")),
+    (DAEMONS, lambda c: any(k in c for k in ("gcs_server", "raylet/raylet", "dashboard/", "log_monitor", "monitor.py",
+                                             "runtime_env", "ray::DashboardAgent", "ray::RuntimeEnvAgent"))),
+    (ACTOR, lambda c: c.startswith("ray::") and not c.startswith("ray::IDLE")),
+    (KERNEL, lambda c: "ipykernel_launcher" in c),
+    (PYTEST, lambda c: _is_pytest(c) or "exec(eval(sys.stdin.readline()))" in c),
+    (IDLE, lambda c: c.startswith("ray::IDLE") or "default_worker.py" in c),
+    (OTHER, lambda c: bool(c)),
 ]
 RANK = {name: i for i, (name, _) in enumerate(ROLES)}
 
@@ -97,7 +112,7 @@ class Sampler(threading.Thread):
     def __init__(self, root: int, interval: float):
         super().__init__(daemon=True)
         self.root, self.interval, self.done = root, interval, threading.Event()
-        self.processes: dict[tuple[int, int], list] = {}  # (pid, start) -> [role, cpu seconds]
+        self.processes: dict[tuple[int, int], list] = {}  # (pid, start) -> [role, cpu seconds, ppid]
         self.tree = {root}
 
     def sample(self) -> None:
@@ -107,7 +122,7 @@ class Sampler(threading.Thread):
             if pid not in self.tree and ppid not in self.tree:
                 continue
             self.tree.add(pid)
-            entry = self.processes.setdefault((pid, start), [None, 0.0])
+            entry = self.processes.setdefault((pid, start), [None, 0.0, ppid])
             role = role_of(cmdline)
             if role is not None and (entry[0] is None or RANK[role] < RANK[entry[0]]):
                 entry[0] = role
@@ -136,10 +151,48 @@ def import_cost(repeats: int = 3) -> float:
     return statistics.median(costs)
 
 
-def measure(command: list[str], interval: float, stdout=None) -> dict:
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        return float(next(line.split()[1] for line in f if line.startswith("btime")))
+
+
+def by_file(processes: dict, clock_dir: str) -> dict:
+    """CPU-seconds and processes per test file, from the plugin's logs (see the module's docstring)."""
+    starts: dict[int, list[tuple[float, str]]] = {}  # pytest pid -> [(time, test file)], in order
+    for name in os.listdir(clock_dir):
+        with open(os.path.join(clock_dir, name)) as f:
+            for line in f:
+                pid, when, nodeid = line.rstrip("\n").split("\t", 2)
+                starts.setdefault(int(pid), []).append((float(when), nodeid.split("::")[0]))
+    boot = _boot_time()
+    parent = {pid: entry[2] for (pid, _), entry in processes.items()}
+    role_of_pid = {pid: entry[0] for (pid, _), entry in processes.items()}
+    files: dict[str, dict] = {}
+    for (pid, start), (role, cpu, _) in processes.items():
+        if role == PYTEST:
+            continue
+        chain, ancestor = [pid], parent.get(pid)
+        while ancestor is not None and len(chain) < 32 and ancestor not in starts:
+            chain.append(ancestor)
+            ancestor = parent.get(ancestor)
+        if any(role_of_pid.get(p) == KERNEL for p in chain):
+            name = NOTEBOOKS  # a kernel of the notebooks' small runs, or a process it started
+        elif ancestor in starts:
+            began = boot + start / TICK
+            name = next((f for t, f in reversed(starts[ancestor]) if t <= began), "(before the first test)")
+        else:
+            name = "(no test)"
+        row = files.setdefault(name, {"cpu_s": 0.0, "processes": 0, "fold_workers": 0})
+        row["cpu_s"] = round(row["cpu_s"] + cpu, 1)
+        row["processes"] += 1
+        row["fold_workers"] += role == FOLD
+    return dict(sorted(files.items(), key=lambda item: -item[1]["cpu_s"]))
+
+
+def measure(command: list[str], interval: float, stdout=None, env: dict | None = None) -> dict:
     """Run ``command`` under the sampler (its output to ``stdout``): its exit code, wall time and CPU by role."""
     busy0, t0 = _busy_ticks(), time.monotonic()
-    child = subprocess.Popen(command, stdout=stdout)
+    child = subprocess.Popen(command, stdout=stdout, env=env)
     sampler = Sampler(child.pid, interval)
     sampler.start()
     code = child.wait()
@@ -147,7 +200,7 @@ def measure(command: list[str], interval: float, stdout=None) -> dict:
     wall, busy = time.monotonic() - t0, (_busy_ticks() - busy0) / TICK
     roles = {name: {"processes": 0, "cpu_s": 0.0} for name, _ in ROLES}
     roles["unknown (never showed a command line)"] = {"processes": 0, "cpu_s": 0.0}
-    for role, cpu in sampler.processes.values():
+    for role, cpu, _ in sampler.processes.values():
         row = roles[role or "unknown (never showed a command line)"]
         row["processes"] += 1
         row["cpu_s"] = round(row["cpu_s"] + cpu, 1)
@@ -156,7 +209,7 @@ def measure(command: list[str], interval: float, stdout=None) -> dict:
     return {"command": command, "exit_code": code, "wall_s": round(wall, 1), "cores": cores,
             "busy_cpu_s": round(busy, 1), "busy_fraction": round(busy / (wall * cores), 3),
             "attributed_cpu_s": round(attributed, 1), "unattributed_cpu_s": round(busy - attributed, 1),
-            "shortest_wall_s": round(busy / cores, 1), "roles": roles}
+            "shortest_wall_s": round(busy / cores, 1), "roles": roles, "processes": sampler.processes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,13 +217,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between samples")
     parser.add_argument("--import-cost", action="store_true",
                         help="first measure the CPU of a fresh TensorFlow and Keras import")
+    parser.add_argument("--by-file", action="store_true",
+                        help="also charge the processes that tests cause to their test files (a pytest command)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("command", nargs="*", help="the command to measure (after --); default: the suite")
     args = parser.parse_args(argv)
     cost = import_cost() if args.import_cost else None
+    command, env, clock_dir = list(args.command or SUITE), None, None
+    if args.by_file:
+        if not _is_pytest(" ".join(command)):
+            parser.error(f"--by-file: expected a pytest command (pytest ... or python -m pytest ...), got {command}")
+        clock_dir = tempfile.mkdtemp(prefix="suite_cpu_clock_")
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = {**os.environ, "SUITE_CPU_CLOCK_DIR": clock_dir,
+               "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+        command += ["-p", CLOCK_PLUGIN]
     # with --json, stdout holds the one JSON object and the command's own output goes to stderr
-    result = measure(args.command or SUITE, args.interval, stdout=sys.stderr if args.json else None)
-    folds = result["roles"][ROLES[0][0]]
+    try:
+        result = measure(command, args.interval, stdout=sys.stderr if args.json else None, env=env)
+        if clock_dir is not None:
+            result["files"] = by_file(result["processes"], clock_dir)
+    finally:
+        if clock_dir is not None:
+            shutil.rmtree(clock_dir, ignore_errors=True)
+    del result["processes"]
+    folds = result["roles"][FOLD]
     if cost is not None:
         result["import_cpu_s"] = round(cost, 2)
         result["fold_worker_imports_cpu_s"] = round(folds["processes"] * cost, 1)
@@ -187,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     if cost is not None:
         print(f"a fresh `import tensorflow, keras`: {cost:.2f} CPU-s; x {folds['processes']} fold workers = "
               f"{result['fold_worker_imports_cpu_s']} CPU-s before any fold trains")
+    if "files" in result:
+        print(f"\nprocesses the tests caused, by test file (pytest's own CPU not included)\n"
+              f"{'test file':<46}{'processes':>10}{'folds':>7}{'CPU-s':>9}")
+        for name, row in result["files"].items():
+            print(f"{name:<46}{row['processes']:>10}{row['fold_workers']:>7}{row['cpu_s']:>9.1f}")
     return result["exit_code"]
 
 
