@@ -20,13 +20,17 @@ Method
     ``python -c "import tensorflow, keras"`` are measured first (median of 3), and
     ``fold worker imports`` = fold workers x that cost: CPU that every fold worker
     spends before it trains anything.
-    With ``--by-file`` (a pytest command), a small plugin logs when each test starts
-    in each pytest process, and every other process is charged to the test file
-    that its nearest pytest ancestor was running when it started: the fold
-    workers, Ray daemons, actors and subprocesses that file's tests caused. The
-    pytest processes' own CPU is not split by file. A notebook kernel and what it
-    starts are charged to the notebooks' test file (the xdist controller runs them
-    while its workers run the other tests).
+    With ``--by-file`` (a pytest command), a small plugin logs when each test
+    starts in each pytest process, and every other process is charged to the test
+    file that its nearest pytest ancestor was running when the process started (a
+    worker that Ray started idle: when it became an actor). Those are the fold
+    workers, Ray daemons, actors and subprocesses that the file's tests caused. A
+    pytest process's own CPU goes to the file whose test it was running (its
+    ``process_time`` at each test's start), and what it spent before its first
+    test to start-up and collection; the xdist controller runs no test, and its
+    own CPU is in no file. A notebook kernel and what it starts go to the
+    notebooks' test file (the controller runs them while its workers run the
+    other tests).
 
 Linux only (it reads ``/proc``). Nothing is written but the command's own files (and
 ``--by-file``'s logs, in a temporary folder removed afterwards). With
@@ -112,19 +116,24 @@ class Sampler(threading.Thread):
     def __init__(self, root: int, interval: float):
         super().__init__(daemon=True)
         self.root, self.interval, self.done = root, interval, threading.Event()
-        self.processes: dict[tuple[int, int], list] = {}  # (pid, start) -> [role, cpu seconds, ppid]
+        # (pid, start ticks) -> [role, cpu seconds, ppid, wall-clock start or when it took its role]
+        self.processes: dict[tuple[int, int], list] = {}
         self.tree = {root}
 
     def sample(self) -> None:
+        with open("/proc/uptime") as f:
+            boot = time.time() - float(f.read().split()[0])  # to the 10 ms of the clock, unlike /proc/stat's btime
         seen = [(pid, info) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
                 if (info := _read(pid)) is not None]
         for pid, (ppid, start, cpu, cmdline) in sorted(seen, key=lambda item: item[1][1]):  # parents first
             if pid not in self.tree and ppid not in self.tree:
                 continue
             self.tree.add(pid)
-            entry = self.processes.setdefault((pid, start), [None, 0.0, ppid])
+            entry = self.processes.setdefault((pid, start), [None, 0.0, ppid, boot + start / TICK])
             role = role_of(cmdline)
             if role is not None and (entry[0] is None or RANK[role] < RANK[entry[0]]):
+                if entry[0] is not None:  # an idle worker Ray started earlier became an actor now: it is now's
+                    entry[3] = time.time()
                 entry[0] = role
             entry[1] = max(entry[1], cpu)
 
@@ -151,24 +160,30 @@ def import_cost(repeats: int = 3) -> float:
     return statistics.median(costs)
 
 
-def _boot_time() -> float:
-    with open("/proc/stat") as f:
-        return float(next(line.split()[1] for line in f if line.startswith("btime")))
-
-
 def by_file(processes: dict, clock_dir: str) -> dict:
     """CPU-seconds and processes per test file, from the plugin's logs (see the module's docstring)."""
-    starts: dict[int, list[tuple[float, str]]] = {}  # pytest pid -> [(time, test file)], in order
+    starts: dict[int, list[tuple[float, float, str]]] = {}  # pytest pid -> [(time, own CPU, test file)], in order
     for name in os.listdir(clock_dir):
         with open(os.path.join(clock_dir, name)) as f:
             for line in f:
-                pid, when, nodeid = line.rstrip("\n").split("\t", 2)
-                starts.setdefault(int(pid), []).append((float(when), nodeid.split("::")[0]))
-    boot = _boot_time()
+                pid, when, cpu, nodeid = line.rstrip("\n").split("\t", 3)
+                starts.setdefault(int(pid), []).append((float(when), float(cpu), nodeid.split("::")[0]))
+    files: dict[str, dict] = {}
+
+    def charge(name: str, cpu: float, processes: int = 0, folds: int = 0, own: float = 0.0) -> None:
+        row = files.setdefault(name, {"cpu_s": 0.0, "pytest_cpu_s": 0.0, "processes": 0, "fold_workers": 0})
+        row["cpu_s"] = round(row["cpu_s"] + cpu, 1)
+        row["pytest_cpu_s"] = round(row["pytest_cpu_s"] + own, 1)
+        row["processes"] += processes
+        row["fold_workers"] += folds
+
+    for log in starts.values():  # a pytest process's own CPU, from one test's start to the next's
+        charge("(pytest start-up and collection)", 0.0, own=log[0][1])
+        for (_, cpu, name), (_, later, _) in zip(log, log[1:]):
+            charge(name, 0.0, own=later - cpu)
     parent = {pid: entry[2] for (pid, _), entry in processes.items()}
     role_of_pid = {pid: entry[0] for (pid, _), entry in processes.items()}
-    files: dict[str, dict] = {}
-    for (pid, start), (role, cpu, _) in processes.items():
+    for (pid, _), (role, cpu, _, began) in processes.items():
         if role == PYTEST:
             continue
         chain, ancestor = [pid], parent.get(pid)
@@ -178,14 +193,12 @@ def by_file(processes: dict, clock_dir: str) -> dict:
         if any(role_of_pid.get(p) == KERNEL for p in chain):
             name = NOTEBOOKS  # a kernel of the notebooks' small runs, or a process it started
         elif ancestor in starts:
-            began = boot + start / TICK
-            name = next((f for t, f in reversed(starts[ancestor]) if t <= began), "(before the first test)")
+            name = next((f for t, _, f in reversed(starts[ancestor]) if t <= began), "(pytest start-up and collection)")
         else:
             name = "(no test)"
-        row = files.setdefault(name, {"cpu_s": 0.0, "processes": 0, "fold_workers": 0})
-        row["cpu_s"] = round(row["cpu_s"] + cpu, 1)
-        row["processes"] += 1
-        row["fold_workers"] += role == FOLD
+        charge(name, cpu, 1, role == FOLD)
+    for row in files.values():
+        row["cpu_s"] = round(row["cpu_s"] + row["pytest_cpu_s"], 1)
     return dict(sorted(files.items(), key=lambda item: -item[1]["cpu_s"]))
 
 
@@ -200,7 +213,7 @@ def measure(command: list[str], interval: float, stdout=None, env: dict | None =
     wall, busy = time.monotonic() - t0, (_busy_ticks() - busy0) / TICK
     roles = {name: {"processes": 0, "cpu_s": 0.0} for name, _ in ROLES}
     roles["unknown (never showed a command line)"] = {"processes": 0, "cpu_s": 0.0}
-    for role, cpu, _ in sampler.processes.values():
+    for role, cpu, _, _ in sampler.processes.values():
         row = roles[role or "unknown (never showed a command line)"]
         row["processes"] += 1
         row["cpu_s"] = round(row["cpu_s"] + cpu, 1)
@@ -259,10 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"a fresh `import tensorflow, keras`: {cost:.2f} CPU-s; x {folds['processes']} fold workers = "
               f"{result['fold_worker_imports_cpu_s']} CPU-s before any fold trains")
     if "files" in result:
-        print(f"\nprocesses the tests caused, by test file (pytest's own CPU not included)\n"
-              f"{'test file':<46}{'processes':>10}{'folds':>7}{'CPU-s':>9}")
+        print(f"\nby test file: the processes its tests caused, and the pytest process's own CPU while they ran\n"
+              f"{'test file':<46}{'processes':>10}{'folds':>7}{'their CPU-s':>12}{'pytest CPU-s':>13}{'all':>8}")
         for name, row in result["files"].items():
-            print(f"{name:<46}{row['processes']:>10}{row['fold_workers']:>7}{row['cpu_s']:>9.1f}")
+            print(f"{name:<46}{row['processes']:>10}{row['fold_workers']:>7}{row['cpu_s'] - row['pytest_cpu_s']:>12.1f}"
+                  f"{row['pytest_cpu_s']:>13.1f}{row['cpu_s']:>8.1f}")
     return result["exit_code"]
 
 
