@@ -170,17 +170,13 @@ def by_file(processes: dict, clock_dir: str) -> dict:
                 starts.setdefault(int(pid), []).append((float(when), float(cpu), nodeid.split("::")[0]))
     files: dict[str, dict] = {}
 
-    def charge(name: str, cpu: float, processes: int = 0, folds: int = 0, own: float = 0.0) -> None:
-        row = files.setdefault(name, {"cpu_s": 0.0, "pytest_cpu_s": 0.0, "processes": 0, "fold_workers": 0})
-        row["cpu_s"] = round(row["cpu_s"] + cpu, 1)
-        row["pytest_cpu_s"] = round(row["pytest_cpu_s"] + own, 1)
-        row["processes"] += processes
-        row["fold_workers"] += folds
+    def row(name: str) -> dict:
+        return files.setdefault(name, {"processes": 0, "fold_workers": 0, "their_cpu_s": 0.0, "pytest_cpu_s": 0.0})
 
     for log in starts.values():  # a pytest process's own CPU, from one test's start to the next's
-        charge("(pytest start-up and collection)", 0.0, own=log[0][1])
+        row("(pytest start-up and collection)")["pytest_cpu_s"] += log[0][1]
         for (_, cpu, name), (_, later, _) in zip(log, log[1:]):
-            charge(name, 0.0, own=later - cpu)
+            row(name)["pytest_cpu_s"] += later - cpu
     parent = {pid: entry[2] for (pid, _), entry in processes.items()}
     role_of_pid = {pid: entry[0] for (pid, _), entry in processes.items()}
     for (pid, _), (role, cpu, _, began) in processes.items():
@@ -196,9 +192,13 @@ def by_file(processes: dict, clock_dir: str) -> dict:
             name = next((f for t, _, f in reversed(starts[ancestor]) if t <= began), "(pytest start-up and collection)")
         else:
             name = "(no test)"
-        charge(name, cpu, 1, role == FOLD)
-    for row in files.values():
-        row["cpu_s"] = round(row["cpu_s"] + row["pytest_cpu_s"], 1)
+        r = row(name)
+        r["processes"] += 1
+        r["fold_workers"] += role == FOLD
+        r["their_cpu_s"] += cpu
+    for r in files.values():
+        r["their_cpu_s"], r["pytest_cpu_s"] = round(r["their_cpu_s"], 1), round(r["pytest_cpu_s"], 1)
+        r["cpu_s"] = round(r["their_cpu_s"] + r["pytest_cpu_s"], 1)
     return dict(sorted(files.items(), key=lambda item: -item[1]["cpu_s"]))
 
 
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nby test file: the processes its tests caused, and the pytest process's own CPU while they ran\n"
               f"{'test file':<46}{'processes':>10}{'folds':>7}{'their CPU-s':>12}{'pytest CPU-s':>13}{'all':>8}")
         for name, row in result["files"].items():
-            print(f"{name:<46}{row['processes']:>10}{row['fold_workers']:>7}{row['cpu_s'] - row['pytest_cpu_s']:>12.1f}"
+            print(f"{name:<46}{row['processes']:>10}{row['fold_workers']:>7}{row['their_cpu_s']:>12.1f}"
                   f"{row['pytest_cpu_s']:>13.1f}{row['cpu_s']:>8.1f}")
     return result["exit_code"]
 

@@ -179,6 +179,7 @@ def test_a_stoppers_stop_all_ends_running_folds_gracefully_and_starts_nothing(ra
     folds = results.folds
     assert len(folds) <= 3  # the running folds, and the pending one at most: nothing new started
     assert set(folds["stopped_by"]) == {"stopper"} and set(folds["status"]) == {"complete"}
+    assert folds["stopped_early"].all()
     # stop_all on the third result: a fold has trained at most one epoch more than the driver has handled, and
     # trains one more before it reads the stop, so none reaches its fifth epoch
     assert (folds["epochs"] <= 4).all(), folds[["config_id", "fold", "epochs"]]
