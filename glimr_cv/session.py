@@ -19,8 +19,8 @@ from typing import Any
 from .checks import Bool, Instance, Int, check_int, check_type, expected, validate
 from .direction import scored_folds
 from .engine.scheduler import FoldScheduler
-from .engine.store import META_FILE, SEARCH_FILE, experiment_path, load_search, migrate, reopen_search, \
-    repair_state, save_search
+from .engine.store import META_FILE, SEARCH_FILE, drop_empty_folders, experiment_path, load_search, migrate, \
+    reopen_search, repair_state, save_search
 from .results.summary import SearchResults, collect_results
 from .results.tables import format_leaderboard, scheduler_table
 from .space.notation import grid_variants
@@ -125,7 +125,7 @@ def start(search, local_dir: str, name: str | None = None, *, num_samples: int |
     search._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
     # Tune's scheduler and stopper decide in the driver; the folds stop themselves when told
     search._driver_stops = scheduler is not None or search.stopper is not None
-    stops = FoldStops(scheduler, search.stopper, search.mode, searcher.stop_all) if search._driver_stops else None
+    stops = FoldStops(scheduler, search.stopper, search.mode, searcher.stop_all, searcher.cancel) if search._driver_stops else None
     save_search(search, path, run=searcher.token)
     tracker = None
     if trackers:
@@ -215,6 +215,7 @@ def finish_run(search, runner, tuner, searcher, path: str, verbose: int = 0, tra
         raise
     finally:
         searcher.write_state()  # the final statuses, as plain data: Tune's last save may precede them
+        drop_empty_folders(path, searcher.cancelled)  # folds a stop_all ended before they started
     results = results_of(search, path, searcher, grid)
     if callable(getattr(search.loader, "coords", None)):  # a slide loader: the report shows where the model looks
         try:

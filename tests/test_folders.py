@@ -198,6 +198,17 @@ def test_a_folder_from_before_the_format_is_named_and_migrated_once_trusted(fini
     assert load_results(str(finished)).best_config_id == 0
 
 
+def test_only_empty_folders_of_unstarted_folds_are_dropped(tmp_path):
+    from glimr_cv.engine.store import drop_empty_folders
+
+    (tmp_path / "c0001_f0_empty").mkdir()
+    (tmp_path / "c0001_f1_used").mkdir()
+    (tmp_path / "c0001_f1_used" / "params.json").write_text("{}")
+    drop_empty_folders(str(tmp_path), ["c0001_f0_empty", "c0001_f1_used", "c0002_f0_gone"])
+    assert sorted(os.listdir(tmp_path)) == ["c0001_f1_used"]
+    drop_empty_folders("s3://bucket/exp", ["c0001_f0_empty"])  # object stores keep no empty folders
+
+
 def test_a_corrupt_pickle_is_one_line_and_exit_1_in_every_command(finished):
     (finished / "glimr_cv_search.pkl").write_bytes(b"\x80\x04\x95garbage")
     for command in (["export"], ["resume"]):

@@ -903,6 +903,24 @@ def test_a_retried_configuration_runs_its_unfinished_folds_and_can_complete():
     assert c.status == "complete" and s.best() == 0
 
 
+def test_a_cancelled_fold_is_to_do_again_uncounted_and_a_stopped_search_starts_nothing_more():
+    s = FoldScheduler(3, racing=None, slots=2)
+    assert s.next() == NEW
+    s.add_config("a")
+    assert s.next() == Run(0, 1) and s.next() == Run(0, 2)  # fold 2 waits for a slot
+    s.max_fold_trainings = s.n_started  # a stopper's stop_all: nothing more starts
+    s.cancel(0, 2)
+    c = s.configs[0]
+    assert c.todo == [2] and c.running == {0, 1} and s.n_started == 2 and s.n_running == 2
+    assert s.max_fold_trainings == 2 and s.next() == WAIT
+    with pytest.raises(ValueError, match="fold: expected a running fold of configuration 0, but got 2"):
+        s.cancel(0, 2)
+    s.finish(0, 0, 0.5)
+    s.finish(0, 1, 0.6)
+    assert s.next() == DONE and c.status == "incomplete" and c.scores == {0: 0.5, 1: 0.6}
+    assert s.n_started == 2  # the fold trainings: the cancelled fold never trained
+
+
 def test_the_next_fold_goes_where_its_configurations_model_is_when_it_may_go_first():
     # two slots, Tune's pending trial: the worker that frees next is the one whose fold started first
     s = FoldScheduler(3, racing=None, slots=2)

@@ -42,11 +42,22 @@ def test_dict_criteria_stop_when_any_reported_value_reaches_its_bound():
 
 
 class _Controller:
+    """Tune's controller as a scheduler sees it: the live trials, and ending one."""
+
     def __init__(self, trials):
         self.trials = trials
+        self.stopped = []
 
     def get_live_trials(self):
-        return self.trials
+        return self.trials  # Tune's own set, which stop_trial changes
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        self.trials.remove(trial)
+
+
+def _trial(trial_id, status="RUNNING"):
+    return SimpleNamespace(trial_id=trial_id, status=status)
 
 
 def _posted(monkeypatch):
@@ -61,7 +72,7 @@ def test_a_stop_becomes_a_request_to_the_fold_and_tune_is_told_to_continue(monke
     posted = _posted(monkeypatch)
     wrapper = FoldStops(stopper=lambda trial_id, result: result["epoch"] >= 2, mode="max")
     wrapper.set_search_properties(None, None)
-    t1, t2 = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    t1, t2 = _trial("a"), _trial("b")
     controller = _Controller([t1, t2])
     assert wrapper.on_trial_result(controller, t1, {"epoch": 1, "fold_score": 0.5}) == TrialScheduler.CONTINUE
     assert posted == {}
@@ -72,7 +83,7 @@ def test_a_stop_becomes_a_request_to_the_fold_and_tune_is_told_to_continue(monke
     assert "b" not in posted
 
 
-def test_stop_all_asks_every_running_fold_and_the_searcher_once(monkeypatch):
+def test_stop_all_asks_every_running_fold_and_the_searcher_once_and_ends_waiting_folds_unstarted(monkeypatch):
     from ray.tune import Stopper
 
     posted = _posted(monkeypatch)
@@ -89,14 +100,17 @@ def test_stop_all_asks_every_running_fold_and_the_searcher_once(monkeypatch):
         def stop_all(self):
             return self.seen >= 2
 
-    wrapper = FoldStops(stopper=AfterTwo(), mode="max", on_stop_all=lambda: calls.append(1))
-    trials = [SimpleNamespace(trial_id=i) for i in "abc"]
-    controller = _Controller(trials)
+    wrapper = FoldStops(stopper=AfterTwo(), mode="max", on_stop_all=lambda: calls.append("stop_all"),
+                        on_cancel=lambda trial_id: calls.append(f"cancel {trial_id}"))
+    trials = [_trial("a"), _trial("b"), _trial("c"), _trial("waiting", "PENDING")]
+    controller = _Controller(list(trials))
     wrapper.on_trial_result(controller, trials[0], {"epoch": 1, "fold_score": 0.1})
-    assert posted == {} and calls == []
+    assert posted == {} and calls == [] and controller.stopped == []
     wrapper.on_trial_result(controller, trials[1], {"epoch": 1, "fold_score": 0.1})
     wrapper.on_trial_result(controller, trials[2], {"epoch": 1, "fold_score": 0.1})
-    assert posted == {"a": "stopper", "b": "stopper", "c": "stopper"} and calls == [1]
+    # the searcher first starts nothing more, then learns of the waiting fold before Tune ends it
+    assert posted == {"a": "stopper", "b": "stopper", "c": "stopper"}
+    assert calls == ["stop_all", "cancel waiting"] and controller.stopped == ["waiting"]
 
 
 def test_a_tune_scheduler_without_a_metric_follows_the_fold_score_and_its_stop_is_posted(monkeypatch):
@@ -109,7 +123,7 @@ def test_a_tune_scheduler_without_a_metric_follows_the_fold_score_and_its_stop_i
     wrapper.set_search_properties(None, None)
     assert inner.metric == "fold_score" and inner._mode == "min"
     assert wrapper.metric == "fold_score"  # Tune checks every result for it, failed folds' too
-    trial = SimpleNamespace(trial_id="x")
+    trial = _trial("x")
     assert wrapper.on_trial_result(_Controller([trial]), trial, {"fold_score": 1.0}) == TrialScheduler.CONTINUE
     assert posted == {"x": "scheduler"}
 
@@ -159,7 +173,7 @@ def test_folds_stopped_by_asha_end_scored_checkpointed_and_marked(ray_session, t
 def test_a_stoppers_stop_all_ends_running_folds_gracefully_and_starts_nothing(ray_session, tmp_path):
     from ray.tune import Stopper
 
-    from glimr_cv import Search
+    from glimr_cv import Search, load_results
 
     class Enough(Stopper):
         def __init__(self):
@@ -177,7 +191,11 @@ def test_a_stoppers_stop_all_ends_running_folds_gracefully_and_starts_nothing(ra
     search.set_resources({"CPU": 0.5})  # two folds at once on the test Ray's one CPU
     results = search.experiment(str(tmp_path), name="all", num_samples=6, check=False)
     folds = results.folds
-    assert len(folds) <= 3  # the running folds, and the pending one at most: nothing new started
+    assert len(folds) <= 2  # the running folds: nothing new started, not even the one waiting for a slot
+    assert results.fold_trainings == len(folds) == results.table["folds_done"].sum()
+    pd.testing.assert_frame_equal(load_results(str(tmp_path), "all").table, results.table)
+    trial_folders = [d for d in os.listdir(tmp_path / "all") if d.startswith("c0")]
+    assert sorted(trial_folders) == sorted(os.path.basename(os.path.dirname(p)) for p in folds["checkpoint_path"])
     assert set(folds["stopped_by"]) == {"stopper"} and set(folds["status"]) == {"complete"}
     assert folds["stopped_early"].all()
     # stop_all on the third result: a fold has trained at most one epoch more than the driver has handled, and

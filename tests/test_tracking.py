@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from glimr_cv.engine.racing import Paired
-from glimr_cv.engine.scheduler import FoldScheduler, Run
+from glimr_cv.engine.scheduler import NEW, FoldScheduler, Run
 from glimr_cv.results.tables import scheduler_table
 from glimr_cv.schema import META
 from glimr_cv.tracking.base import Tracker
@@ -348,6 +348,33 @@ def test_the_callback_carries_a_search_through_a_tracker_outage_and_catches_up_a
     assert again._planner.step == 5 and again._planner.last_epoch["c2/f1"] == 2
     again.finish(types.SimpleNamespace(table=table, configs={}, fold_trainings=5, fold_trainings_saved=1,
                                        epoch_trainings=10, folds_stopped_early=0))
+
+
+def test_a_fold_tune_ended_before_it_started_leaves_no_run_and_no_row(tmp_path):
+    from glimr_cv.engine.searcher import CVSearcher
+    from glimr_cv.tracking.callback import TrackingCallback
+
+    sched = FoldScheduler(2, "max", None, max_configs=1)
+    holder = type("Searcher", (), {})()  # CVSearcher.live keeps weak references
+    holder.__dict__.update(fold_scheduler=sched, halted=None)
+    CVSearcher._live["unstarted-token"] = holder
+    callback = TrackingCallback([Recorder()], info(path=str(tmp_path)), "unstarted-token")
+    callback.setup()
+    assert sched.next() == NEW and sched.add_config({"units": 16}) == Run(0, 0) and sched.next() == Run(0, 1)
+    started, waiting = (types.SimpleNamespace(trial_id=f"t{f}", config={META: {"config_id": 0, "fold": f}})
+                        for f in (0, 1))
+    callback.on_trial_start(0, [], started)
+    sched.max_fold_trainings = sched.n_started  # a stopper's stop_all: the waiting fold is cancelled, then ended
+    sched.cancel(0, 1)
+    callback.on_trial_complete(0, [], waiting)
+    planner = callback._planner
+    assert "c0/f1" not in planner.opened and (0, 1) not in planner.fold_rows
+    # a fold that started and ended without its final report is still a failed fold
+    callback.on_trial_complete(0, [], started)
+    assert planner.fold_rows[(0, 0)]["status"] == "failed" and "c0/f0" in planner.closed
+    table = scheduler_table(sched.configs.values(), "digit_accuracy", "max", 2)
+    callback.finish(types.SimpleNamespace(table=table, configs={0: {"units": 16}}, fold_trainings=1,
+                                          fold_trainings_saved=0, epoch_trainings=0, folds_stopped_early=0))
 
 
 # -- the MLflow writer, against a client that records its calls ---------------------------------

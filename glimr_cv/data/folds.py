@@ -13,10 +13,9 @@ from .contract import DEFAULT_FOLDS, check_loader
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["check_loader", "kfold_loader", "KFoldLoader"]
+__all__ = ["check_loader", "kfold_loader", "KFoldLoader", "as_rows"]
 
 _SPLITTERS = ("kfold", "stratified", "group", "stratified_group")
-_DEFAULT_FOLDS = DEFAULT_FOLDS  # KFoldLoader.__call__'s cv_folds default, used when Search has cv_folds=None
 
 
 def kfold_loader(
@@ -79,7 +78,8 @@ def kfold_loader(
                        shuffle=shuffle, seed=seed, val_batch_size=val_batch_size, stratify=stratify)
 
 
-def _rows(name: str, value: Any) -> np.ndarray:
+def as_rows(name: str, value: Any) -> np.ndarray:
+    """``value`` as a NumPy array of rows; a clear error, naming ``name``, for ragged rows (bags) or a scalar."""
     def ragged(value) -> str | None:
         # rows of different shapes: most often bags of instances, which kfold_bag_loader takes
         if not isinstance(value, (list, tuple, np.ndarray)):
@@ -141,10 +141,10 @@ class KFoldLoader:
         if isinstance(features, dict):
             if not features:
                 raise ValueError("features: expected a non-empty dict of named arrays")
-            self.features = {str(k): _rows(f"features[{k!r}]", v) for k, v in features.items()}
+            self.features = {str(k): as_rows(f"features[{k!r}]", v) for k, v in features.items()}
             named = list(self.features.items())
         else:
-            self.features = _rows("features", features)
+            self.features = as_rows("features", features)
             named = [("features", self.features)]
         self.n = len(named[0][1])
         if not isinstance(labels, dict):
@@ -158,10 +158,10 @@ class KFoldLoader:
         for task, value in labels.items():
             if not isinstance(task, str):
                 raise TypeError(expected("labels", "task names that are str", task))
-            self.labels[task] = _rows(f"labels[{task!r}]", value)
+            self.labels[task] = as_rows(f"labels[{task!r}]", value)
         arrays = [*[(f"features[{k!r}]" if isinstance(features, dict) else k, a) for k, a in named],
                   *[(f"labels[{k!r}]", a) for k, a in self.labels.items()]]
-        self.groups = None if groups is None else _rows("groups", groups)
+        self.groups = None if groups is None else as_rows("groups", groups)
         if self.groups is not None:
             arrays.append(("groups", self.groups))
         for name, array in arrays:
@@ -199,7 +199,7 @@ class KFoldLoader:
                                           f"a task name in {list(self.labels)} or an array of {self.n} classes",
                                           stratify))
         else:
-            self.stratify = _rows("stratify", stratify)
+            self.stratify = as_rows("stratify", stratify)
             if len(self.stratify) != self.n:
                 raise ValueError(expected("stratify", f"{self.n} rows like {arrays[0][0]}", len(self.stratify)))
         if isinstance(splitter, str) and "stratified" in splitter and self.target.ndim != 1:
@@ -323,7 +323,7 @@ class KFoldLoader:
                              f"at most {counts[smallest]} (the rows of class {classes[smallest].item()!r} of "
                              f"{self._target_name}, its smallest) for splitter={self.splitter!r}", got=str(cv_folds)))
 
-    def folds(self, cv_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+    def folds(self, cv_folds: int = DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``(train_rows, val_rows)`` index arrays of each of ``cv_folds`` folds.
 
         Computed on first use and cached; the arrays are read-only.
@@ -366,7 +366,7 @@ class KFoldLoader:
         return folds
 
     # -- nested cross-validation ---------------------------------------------------------
-    def outer_folds(self, outer_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+    def outer_folds(self, outer_folds: int = DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``(train_rows, test_rows)`` of the outer loop of nested CV: :meth:`folds` with ``outer_folds``.
 
         The same splitter, groups, stratification and seed as the folds of a
@@ -449,7 +449,7 @@ class KFoldLoader:
         return new
 
     # -- preprocessing ---------------------------------------------------------------
-    def fitted_preprocess(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS):
+    def fitted_preprocess(self, cv_index: int, cv_folds: int = DEFAULT_FOLDS):
         """``preprocess`` cloned and fit on fold ``cv_index``'s training rows (None without it).
 
         Use it to transform new data for that fold's model.
@@ -494,7 +494,7 @@ class KFoldLoader:
         check_int("cv_index", cv_index, 0, cv_folds - 1)
         return folds[int(cv_index)]
 
-    def __call__(self, batch_size: int, cv_index: int = 0, cv_folds: int = _DEFAULT_FOLDS):
+    def __call__(self, batch_size: int, cv_index: int = 0, cv_folds: int = DEFAULT_FOLDS):
         """Fold ``cv_index`` of ``cv_folds`` as ``(train_ds, val_ds)``.
 
         Elements are ``(features, {task: labels})``. Training batches are shuffled
@@ -537,7 +537,7 @@ class KFoldLoader:
         return (f"KFoldLoader(n={self.n}, features={feats}, labels={labels}, splitter={self.splitter!r}, "
                 f"preprocess={self.preprocess!r}, seed={self.seed})")
 
-    def train_labels(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS) -> dict:
+    def train_labels(self, cv_index: int, cv_folds: int = DEFAULT_FOLDS) -> dict:
         """Task -> labels of fold ``cv_index``'s training rows (what fold-fitted losses and metrics are told)."""
         train, _ = self._fold(cv_index, cv_folds)
         return {task: values[train] for task, values in self.labels.items()}

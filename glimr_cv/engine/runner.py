@@ -14,6 +14,7 @@ import socket
 from typing import Any
 
 from ray.tune import ProgressReporter
+from ray.tune.progress_reporter import TrialProgressCallback
 
 from ..checks import check_type, expected
 from .fold import TrialSpec
@@ -21,7 +22,8 @@ from .quiet import quiet_tune
 from .searcher import CVSearcher
 from .store import split_experiment
 
-__all__ = ["init_ray", "ray_resources", "new_tuner", "restore_tuner", "run", "SilentReporter"]
+__all__ = ["init_ray", "ray_resources", "new_tuner", "restore_tuner", "run", "SilentReporter",
+           "SilentTrialLog"]
 
 #: Environment of every Ray worker: no TensorFlow C++ info lines, no Python warnings.
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
@@ -34,6 +36,24 @@ class SilentReporter(ProgressReporter):
         return False
 
     def report(self, trials, done: bool, *sys_info) -> None:
+        pass
+
+
+class SilentTrialLog(TrialProgressCallback):
+    """Ray Tune's per-trial log lines, none of them.
+
+    Tune adds its own unless given one, and that one prints "Trial ... completed.
+    Last result:" at any verbosity for a trial that ended before its first report:
+    a fold that a stopper's ``stop_all`` ended while it waited for a slot.
+    """
+
+    def on_trial_result(self, *args, **info) -> None:
+        pass
+
+    def on_trial_error(self, *args, **info) -> None:
+        pass
+
+    def on_trial_complete(self, *args, **info) -> None:
         pass
 
 
@@ -180,7 +200,8 @@ def new_tuner(spec: TrialSpec, resources: dict, searcher: CVSearcher, path: str,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         progress_reporter=None if verbose else SilentReporter(),  # Tune's notebook reporter clears the cell
         verbose=verbose,
-        callbacks=list(callbacks or []),  # a list of our own: Tune appends its default loggers to it
+        # a list of our own: Tune appends its default loggers to it
+        callbacks=[*(callbacks or []), *([] if verbose else [SilentTrialLog()])],
     )
     return tune.Tuner(_trainable(spec, resources), param_space={}, tune_config=how_to_search, run_config=how_to_run)
 

@@ -480,6 +480,24 @@ class FoldScheduler:
         if c.todo:
             self._push(c)
 
+    def cancel(self, config_id: int, fold: int) -> None:
+        """A started fold that will not train after all (the search was stopped while it waited for a slot).
+
+        It is again to do, first of its configuration's folds, and no longer counts
+        as started. The budget shrinks with it: only a stopped search (whose budget
+        is the folds started) cancels folds, and nothing more may start.
+        """
+        c = self.configs[config_id]
+        if fold not in c.running:
+            raise ValueError(expected("fold", f"a running fold of configuration {config_id}", fold))
+        self._release(c, fold)
+        self.n_started -= 1
+        if self.max_fold_trainings is not None:
+            self.max_fold_trainings -= 1
+        if c.status == "running":
+            c.todo.insert(0, fold)
+            self._push(c)
+
     # -- outcomes ---------------------------------------------------------------
     def finish(self, config_id: int, fold: int, score: float, curve: Sequence[float] | None = None,
                stopped_early: bool = False) -> None:

@@ -104,6 +104,7 @@ class CVSearcher(Searcher):
         self.references = references
         self.fail_fast = fail_fast
         self.halted: dict | None = None
+        self.cancelled: list[str] = []  # trial folders of the folds cancel() took back: empty, never used
         self._first_errors: dict[str, set] = {}
         self._grid = grid_variants(space) if inner is None else [space]  # the points of a grid_search
         if inner is not None:
@@ -218,6 +219,20 @@ class CVSearcher(Searcher):
         self.fold_scheduler.close()
         self.fold_scheduler.max_fold_trainings = self.fold_scheduler.n_started
 
+    def cancel(self, trial_id: str) -> None:
+        """After :meth:`stop_all`: the fold of ``trial_id`` waited for a slot and Tune will not start it.
+
+        Not trained and not failed: its configuration ends "incomplete", and the
+        fold does not count among the fold trainings. The trial folder that Tune
+        made for it is in :attr:`cancelled`.
+        """
+        run = self._trials.pop(trial_id, None)
+        if run is None:
+            return
+        self.fold_scheduler.cancel(run.config_id, run.fold)
+        self.cancelled.append(TRIAL_DIR.format(config_id=run.config_id, fold=run.fold, trial_id=trial_id))
+        self._changed()
+
     def reopen(self, on_restore: bool = False) -> list[int]:
         """Undo :meth:`halt` for a resumed run: the budget comes back and the halting error's
         configurations are tried again; their config_ids. ``on_restore``: also once Ray Tune
@@ -317,6 +332,7 @@ class CVSearcher(Searcher):
 
     def __setstate__(self, state):
         self.__dict__.setdefault("_grid", [state["space"]])  # a searcher pickled before grids existed
+        self.__dict__.setdefault("cancelled", [])
         self.__dict__.update(state)
         self._live[self.token] = self  # Tune unpickles its searcher on restore
 

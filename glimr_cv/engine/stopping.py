@@ -160,12 +160,14 @@ class FoldStops(TrialScheduler):
     Each epoch's result goes to ``stopper`` and then to ``scheduler``, as in Ray
     Tune. A "stop" becomes a request to the fold (:func:`request_stop`) and Tune
     is told to continue, so the fold ends by itself after its next epoch. When
-    ``stopper.stop_all()`` is true, every running fold is asked to stop and
-    ``on_stop_all`` is called once (the searcher then starts nothing new).
+    ``stopper.stop_all()`` is true, ``on_stop_all`` is called once (the searcher
+    then starts nothing new), every running fold is asked to stop, and every
+    fold still waiting for a slot is told to the searcher (``on_cancel(trial_id)``)
+    and ended by Tune before it starts.
     """
 
     def __init__(self, scheduler: TrialScheduler | None = None, stopper: Any = None, mode: str = "max",
-                 on_stop_all: Callable[[], None] | None = None):
+                 on_stop_all: Callable[[], None] | None = None, on_cancel: Callable[[str], None] | None = None):
         from ray.tune.schedulers import FIFOScheduler
 
         super().__init__()
@@ -173,6 +175,7 @@ class FoldStops(TrialScheduler):
         self.mode = mode
         self.stopper = stopper
         self.on_stop_all = on_stop_all
+        self.on_cancel = on_cancel
         self.stopped_all = False
         # Tune checks that every result holds the scheduler's metric: fold_score is in all, failed folds' too
         TrialScheduler.set_search_properties(self, SCORE, mode)
@@ -208,10 +211,7 @@ class FoldStops(TrialScheduler):
                 reason = "stopper"
             if not self.stopped_all and getattr(self.stopper, "stop_all", lambda: False)():
                 self.stopped_all = True
-                for other in tune_controller.get_live_trials():
-                    request_stop(other.trial_id, "stopper")
-                if self.on_stop_all is not None:
-                    self.on_stop_all()
+                self._stop_all(tune_controller)
         metric = getattr(self.scheduler, "metric", None)
         if reason is None and (metric is None or metric in result):
             if self.scheduler.on_trial_result(tune_controller, trial, result) == TrialScheduler.STOP:
@@ -219,6 +219,20 @@ class FoldStops(TrialScheduler):
         if reason is not None:
             request_stop(trial.trial_id, reason)
         return TrialScheduler.CONTINUE
+
+    def _stop_all(self, tune_controller) -> None:
+        from ray.tune.experiment import Trial
+
+        if self.on_stop_all is not None:
+            self.on_stop_all()
+        for other in list(tune_controller.get_live_trials()):
+            if other.status == Trial.PENDING:
+                # not started: ended now rather than trained for an epoch and stopped
+                if self.on_cancel is not None:
+                    self.on_cancel(other.trial_id)
+                tune_controller.stop_trial(other)  # as Tune's HyperBand ends the trials it drops
+            else:
+                request_stop(other.trial_id, "stopper")
 
     def on_trial_complete(self, tune_controller, trial, result):
         clear_stop(trial.trial_id)

@@ -23,6 +23,7 @@ URI's experiment.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import hashlib
@@ -38,7 +39,7 @@ from ..space.notation import iter_leaves
 from .quiet import redirected_stderr
 
 __all__ = ["SEARCH_FILE", "META_FILE", "STATE_FILE", "FORMAT", "FolderError", "experiment_path", "split_experiment",
-           "is_uri", "local_folder", "save_search", "load_search", "read_meta", "write_state", "read_state",
+           "is_uri", "drop_empty_folders", "local_folder", "save_search", "load_search", "read_meta", "write_state", "read_state",
            "SavedState", "encode", "decode", "migrate", "saved_scheduler", "repair_state", "reopen_search",
            "check_picklable"]
 
@@ -130,6 +131,19 @@ def _write(fs, file: str, data: bytes) -> None:
     with fs.open_output_stream(tmp, compression=None) as f:
         f.write(data)
     fs.move(tmp, file)  # a rename on a filesystem; object stores have no partial objects anyway
+
+
+def drop_empty_folders(path: str, names: list[str]) -> None:
+    """Remove the folders ``names`` of experiment folder ``path`` that are empty (and only those).
+
+    Ray Tune makes a trial's folder when it schedules the trial; a fold ended
+    before it started leaves it empty. Object stores keep no empty folders.
+    """
+    if is_uri(path):
+        return
+    for name in names:
+        with contextlib.suppress(OSError):  # not empty, or gone: kept as it is
+            os.rmdir(os.path.join(path, name))
 
 
 def local_folder(path: str) -> str:

@@ -5,14 +5,14 @@ NumPy only at import; TensorFlow loads when a loader builds its datasets.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 
-import copy
-
 from ..checks import check_int, expected, listed
-from ..data.folds import _DEFAULT_FOLDS, KFoldLoader, _rows
+from ..data.contract import DEFAULT_FOLDS
+from ..data.folds import KFoldLoader, as_rows
 
 __all__ = ["pack_bags", "kfold_bag_loader", "BagKFoldLoader", "BagFolds", "bag_rows"]
 
@@ -252,13 +252,13 @@ def bag_rows(n: int, labels: Any, groups: Any = None, splitter: Any = None, shuf
     """
     named = []
     if isinstance(labels, dict):  # anything else: KFoldLoader says what labels must be
-        labels = {k: _rows(f"labels[{k!r}]", v) if isinstance(k, str) else v for k, v in labels.items()}
+        labels = {k: as_rows(f"labels[{k!r}]", v) if isinstance(k, str) else v for k, v in labels.items()}
         named = [(f"labels[{k!r}]", v) for k, v in labels.items() if isinstance(k, str)]
     if groups is not None:
-        groups = _rows("groups", groups)
+        groups = as_rows("groups", groups)
         named.append(("groups", groups))
     if stratify is not None and not isinstance(stratify, str):
-        stratify = _rows("stratify", stratify)
+        stratify = as_rows("stratify", stratify)
         named.append(("stratify", stratify))
     for name, array in named:
         if len(array) != n:
@@ -301,7 +301,7 @@ class BagFolds:
     val_batch_size = property(lambda self: self.rows.val_batch_size, doc="Validation batch size in bags, or None.")
     target = property(lambda self: self.rows.target, doc="The labels that stratify the folds, one per bag.")
 
-    def folds(self, cv_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+    def folds(self, cv_folds: int = DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``(train_bags, val_bags)`` index arrays of each of ``cv_folds`` folds.
 
         Computed on first use and cached (read-only), as :meth:`KFoldLoader.folds`.
@@ -314,11 +314,11 @@ class BagFolds:
         """
         return self.rows.folds(cv_folds)
 
-    def outer_folds(self, outer_folds: int = _DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+    def outer_folds(self, outer_folds: int = DEFAULT_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(train_bags, test_bags)`` of nested CV's outer loop, as :meth:`KFoldLoader.outer_folds` over bags."""
         return self.rows.outer_folds(outer_folds)
 
-    def train_labels(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS) -> dict:
+    def train_labels(self, cv_index: int, cv_folds: int = DEFAULT_FOLDS) -> dict:
         """Task -> labels of fold ``cv_index``'s training bags."""
         return self.rows.train_labels(cv_index, cv_folds)
 
@@ -399,7 +399,7 @@ class BagKFoldLoader(BagFolds):
         """Instances per bag, int64 ``(n,)``."""
         return np.diff(self.offsets)
 
-    def bag(self, i: int, cv_index: int | None = None, cv_folds: int = _DEFAULT_FOLDS) -> np.ndarray:
+    def bag(self, i: int, cv_index: int | None = None, cv_folds: int = DEFAULT_FOLDS) -> np.ndarray:
         """The instances of bag ``i``; with ``cv_index``, as fold ``cv_index``'s model sees them.
 
         That is, transformed by the fold's ``preprocess``, which is fit anew on each call.
@@ -416,7 +416,7 @@ class BagKFoldLoader(BagFolds):
         return self._transform(self.fitted_preprocess(cv_index, cv_folds), instances)
 
     # -- preprocessing -------------------------------------------------------------------
-    def fitted_preprocess(self, cv_index: int, cv_folds: int = _DEFAULT_FOLDS):
+    def fitted_preprocess(self, cv_index: int, cv_folds: int = DEFAULT_FOLDS):
         """``preprocess`` cloned and fit on fold ``cv_index``'s training instances (None without it).
 
         It takes instances flattened to ``(instances, features)``; :meth:`bag`
@@ -458,7 +458,7 @@ class BagKFoldLoader(BagFolds):
         return self.instances if fitted is None else self._transform(fitted, self.instances)
 
     # -- datasets ------------------------------------------------------------------------
-    def __call__(self, batch_size: int, cv_index: int = 0, cv_folds: int = _DEFAULT_FOLDS):
+    def __call__(self, batch_size: int, cv_index: int = 0, cv_folds: int = DEFAULT_FOLDS):
         """Fold ``cv_index`` of ``cv_folds`` as ``(train_ds, val_ds)``, batches of ``batch_size`` bags.
 
         Elements are ``({"instances", "mask"}, {task: labels})`` (see the class).

@@ -356,8 +356,11 @@ class TrackingCallback(Callback):
         if where is None:
             return
         cid, fold = where
+        key = fold_key(cid, fold)
+        if not error and key not in self._planner.opened:
+            return  # never started: Tune ended it while it waited for a slot (a stopper's stop_all)
         ops = []
-        if fold_key(cid, fold) not in self._planner.closed:  # no final report came
+        if key not in self._planner.closed:  # no final report came
             scheduler = self._scheduler()
             config = scheduler.configs.get(cid) if scheduler is not None else None
             if not error and config is not None and fold in config.scores:
