@@ -1,6 +1,9 @@
 """Folds that stop early (Tune schedulers, stoppers, the fold-stopping rule), fail-fast, and resuming a fold."""
 
 import os
+import subprocess
+import sys
+import textwrap
 from types import SimpleNamespace
 
 import pandas as pd
@@ -152,6 +155,29 @@ def _check_stopped_folds(results, reason):
     assert results.folds_stopped_early == len(stopped)
     assert results.epoch_trainings == int(folds["epochs"].sum()) < 5 * len(folds)
     return stopped
+
+
+@pytest.mark.slow
+def test_each_driver_on_a_cluster_has_a_stop_board_of_its_own_that_outlives_the_others(ray_session):
+    import ray
+
+    from glimr_cv.engine.stopping import request_stop, stop_requested
+
+    request_stop("mine", "scheduler")
+    other_driver = textwrap.dedent(f"""
+        import ray
+        from glimr_cv.engine.stopping import request_stop, stop_requested
+        ray.init(address={ray.get_runtime_context().gcs_address!r}, configure_logging=False)
+        assert stop_requested("mine") is None, "another driver's stop"
+        request_stop("theirs", "stopper")
+        print(stop_requested("theirs"))
+    """)
+    done = subprocess.run([sys.executable, "-c", other_driver], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "stopper", done.stderr[-2000:]
+    # the other driver's search has ended, and its board with it: this driver's board still works, with its own
+    assert stop_requested("theirs") is None and stop_requested("mine") == "scheduler"
+    request_stop("mine, later", "stopper")
+    assert stop_requested("mine, later") == "stopper"
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ stops by killing its training loop: a fold stopped that way would leave no
 checkpoint and no final report, and vanish from the results. Here the decision
 is taken in the driver as Tune would take it, but instead of killing the trial
 it is posted to the fold (:func:`request_stop`, on a small named Ray actor of the
-driver's, the stop board); the fold reads it after its next epoch
+driver's job, its stop board); the fold reads it after its next epoch
 (:func:`stop_requested`), stops and ends like any finished fold: scored at its
 best epoch, checkpointed, ``stopped_early``.
 
@@ -27,7 +27,7 @@ from ..schema import SCORE
 __all__ = ["FoldStops", "check_scheduler", "as_stopper", "request_stop", "stop_requested", "clear_stop"]
 
 _NAMESPACE = "glimr_cv"
-_BOARD = "glimr_cv_stop_board"
+_BOARD = "glimr_cv_stop_board"  # and the driver's job id: searches of other drivers on a cluster have their own
 
 
 class _StopBoard:
@@ -46,26 +46,35 @@ class _StopBoard:
         self.reasons.pop(trial_id, None)
 
 
-_board = None  # this process's handle, once the board exists
+_boards: dict[tuple[str, str], Any] = {}  # this process's handles, by (job id, node id) of its Ray connection
 
 
 def _stop_board(create: bool = False):
-    """The board's handle: made by the driver at its first stop, found by a fold's worker; None before."""
-    global _board
+    """The board of this Ray job: made by the driver at its first stop, found by its folds' workers; None before.
+
+    A fold's worker belongs to the job of the driver that runs its search, so
+    both find the same board by the job id. It lives as long as that driver: a
+    board another driver made would die with it, and hold its stops too.
+    """
     import ray
 
-    if _board is not None:
-        return _board
     if not ray.is_initialized():
         return None
+    context = ray.get_runtime_context()
+    job = context.get_job_id()
+    key = (job, context.get_node_id())  # a Ray started again in this process is another node
+    if key in _boards:
+        return _boards[key]
+    name = f"{_BOARD}_{job}"
     try:
-        _board = ray.get_actor(_BOARD, namespace=_NAMESPACE)
+        board = ray.get_actor(name, namespace=_NAMESPACE)
     except ValueError:  # no stop asked yet
         if not create:
             return None
-        _board = ray.remote(num_cpus=0)(_StopBoard).options(
-            name=_BOARD, namespace=_NAMESPACE, get_if_exists=True).remote()
-    return _board
+        board = ray.remote(num_cpus=0)(_StopBoard).options(name=name, namespace=_NAMESPACE,
+                                                           get_if_exists=True).remote()
+    _boards[key] = board
+    return board
 
 
 def request_stop(trial_id: str, reason: str) -> None:

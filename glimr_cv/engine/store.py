@@ -39,7 +39,7 @@ from ..space.notation import iter_leaves
 from .quiet import redirected_stderr
 
 __all__ = ["SEARCH_FILE", "META_FILE", "STATE_FILE", "FORMAT", "FolderError", "experiment_path", "split_experiment",
-           "is_uri", "drop_empty_folders", "local_folder", "save_search", "load_search", "read_meta", "write_state", "read_state",
+           "is_uri", "file_exists", "read_file", "write_file", "drop_empty_folders", "local_folder", "save_search", "load_search", "read_meta", "write_state", "read_state",
            "SavedState", "encode", "decode", "migrate", "saved_scheduler", "repair_state", "reopen_search",
            "check_picklable"]
 
@@ -131,6 +131,24 @@ def _write(fs, file: str, data: bytes) -> None:
     with fs.open_output_stream(tmp, compression=None) as f:
         f.write(data)
     fs.move(tmp, file)  # a rename on a filesystem; object stores have no partial objects anyway
+
+
+def file_exists(file: str) -> bool:
+    """Whether ``file``, a local path or a URI, exists."""
+    fs, where = _fs(file)
+    return _exists(fs, where)
+
+
+def read_file(file: str) -> bytes:
+    """The bytes of ``file``, a local path or a URI."""
+    fs, where = _fs(file)
+    return _read(fs, where)
+
+
+def write_file(file: str, data: bytes) -> None:
+    """Write ``file``, a local path or a URI, whole: a kill leaves the old file or the new one."""
+    fs, where = _fs(file)
+    _write(fs, where, data)
 
 
 def drop_empty_folders(path: str, names: list[str]) -> None:

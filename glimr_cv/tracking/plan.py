@@ -394,22 +394,14 @@ class StateFile:
         self._written: str | None = None
 
     def exists(self) -> bool:
-        from ..engine.store import _exists, _fs, is_uri
+        from ..engine.store import file_exists
 
-        if not is_uri(self.path):
-            return os.path.exists(self.path)
-        fs, file = _fs(self.path)
-        return _exists(fs, file)
+        return file_exists(self.path)
 
     def read(self) -> dict:
-        from ..engine.store import _fs, _read, is_uri
+        from ..engine.store import read_file
 
-        if is_uri(self.path):
-            fs, file = _fs(self.path)
-            text = _read(fs, file).decode()
-        else:
-            with open(self.path) as f:
-                text = f.read()
+        text = read_file(self.path).decode()
         self._written = text
         return json.loads(text)
 
@@ -418,16 +410,9 @@ class StateFile:
         text = json.dumps(data, indent=1, sort_keys=True, default=str)
         if text == self._written:
             return False
-        from ..engine.store import _fs, _write, is_uri
+        from ..engine.store import write_file
 
-        if is_uri(self.path):
-            fs, file = _fs(self.path)
-            _write(fs, file, text.encode())
-        else:
-            tmp = f"{self.path}.{os.getpid()}.writing"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, self.path)
+        write_file(self.path, text.encode())
         self._written = text
         return True
 
