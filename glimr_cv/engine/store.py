@@ -39,9 +39,9 @@ from ..space.notation import iter_leaves
 from .quiet import redirected_stderr
 
 __all__ = ["SEARCH_FILE", "META_FILE", "STATE_FILE", "FORMAT", "FolderError", "experiment_path", "split_experiment",
-           "is_uri", "file_exists", "read_file", "write_file", "drop_empty_folders", "local_folder", "save_search", "load_search", "read_meta", "write_state", "read_state",
-           "SavedState", "encode", "decode", "migrate", "saved_scheduler", "repair_state", "reopen_search",
-           "check_picklable"]
+           "is_uri", "file_exists", "read_file", "write_file", "drop_empty_folders", "local_folder", "save_search",
+           "load_search", "read_meta", "write_state", "read_state", "SavedState", "encode", "decode", "migrate",
+           "saved_scheduler", "repair_state", "reopen_search", "check_picklable"]
 
 #: The pickled ``Search`` in an experiment folder, so that it resumes from the shell.
 SEARCH_FILE = "glimr_cv_search.pkl"
