@@ -67,11 +67,11 @@ class Search(RunSettings):
         Called in the driver as ``stopper(trial_id, result)`` after each epoch of
         a fold; True ends that fold after its next epoch, as a finished fold scored
         at its best epoch (``stopped_early``). A ``ray.tune.Stopper``'s
-        ``stop_all()`` ends every running fold so and starts no more: a fold
-        still waiting for a slot never trains, and its configuration ends
-        "incomplete". A dict is
-        Ray Tune's criteria, ``{"epoch": 20, "digit_accuracy": 0.99}``: a fold stops
-        when any reported value reaches its bound.
+        ``stop_all()`` ends every running fold in the same way and starts no more:
+        a fold still waiting for a slot never trains, and its configuration ends
+        "incomplete". A dict is Ray Tune's criteria, ``{"epoch": 20,
+        "digit_accuracy": 0.99}``: a fold stops when any reported value reaches
+        its bound.
     loader_kwargs, fit_kwargs : dict, optional
         Extra keyword arguments of the loader and of ``model.fit``.
     seed : int
