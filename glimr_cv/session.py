@@ -125,7 +125,8 @@ def start(search, local_dir: str, name: str | None = None, *, num_samples: int |
     search._searcher_token = searcher.token  # finds Tune's restored copy of it after a crash
     # Tune's scheduler and stopper decide in the driver; the folds stop themselves when told
     search._driver_stops = scheduler is not None or search.stopper is not None
-    stops = FoldStops(scheduler, search.stopper, search.mode, searcher.stop_all, searcher.cancel) if search._driver_stops else None
+    # in every search: it also ends the waiting folds that need not train (a halt, a failed configuration)
+    stops = FoldStops(scheduler, search.stopper, search.mode, searcher.stop_all, searcher.cancel, searcher.moot)
     save_search(search, path, run=searcher.token)
     tracker = None
     if trackers:

@@ -337,3 +337,11 @@ def test_fold_stopping_saves_epochs_and_every_stopped_fold_trails_its_reference(
     for c, f, score in stopping.finished:  # a stopped fold scores its best epoch before the stop
         if (c, f) in stopped:
             assert any(score == max(curves[c, f][:e]) for e in range(1, len(curves[c, f])))
+
+
+def test_a_fold_waiting_when_its_configuration_fails_is_cancelled_not_started():
+    scheduler = FoldScheduler(2, racing=None, max_configs=2)
+    replay = Replay(scheduler, [[None, None], [0.8, 0.9]], slots=1, pending=1).run()  # configuration 0 fails
+    assert replay.cancelled == [Run(0, 1)]  # handed out while fold 0 trained, and never started
+    assert [(c, f) for c, f, _ in replay.finished] == [(0, 0), (1, 0), (1, 1)]
+    assert replay.n_started == 3 and scheduler.configs[0].status == "failed" and scheduler.best() == 1

@@ -908,7 +908,8 @@ def test_a_cancelled_fold_is_to_do_again_uncounted_and_a_stopped_search_starts_n
     assert s.next() == NEW
     s.add_config("a")
     assert s.next() == Run(0, 1) and s.next() == Run(0, 2)  # fold 2 waits for a slot
-    s.max_fold_trainings = s.n_started  # a stopper's stop_all: nothing more starts
+    s.freeze()  # a stopper's stop_all: nothing more starts
+    assert s.max_fold_trainings == 3 and s.frozen
     s.cancel(0, 2)
     c = s.configs[0]
     assert c.todo == [2] and c.running == {0, 1} and s.n_started == 2 and s.n_running == 2
@@ -919,6 +920,27 @@ def test_a_cancelled_fold_is_to_do_again_uncounted_and_a_stopped_search_starts_n
     s.finish(0, 1, 0.6)
     assert s.next() == DONE and c.status == "incomplete" and c.scores == {0: 0.5, 1: 0.6}
     assert s.n_started == 2  # the fold trainings: the cancelled fold never trained
+
+
+def test_a_cancelled_fold_of_a_failed_configuration_gives_its_training_back_to_the_budget():
+    s = FoldScheduler(2, racing=None, max_fold_trainings=3, slots=1)
+    assert s.next() == NEW
+    s.add_config("a")
+    assert s.next() == Run(0, 1)  # waits for the one slot
+    s.fail(0, 0, "fold 0: boom")
+    s.cancel(0, 1)  # never trained: not to do again, and not counted
+    assert s.configs[0].todo == [] and s.n_started == 1 and s.n_running == 0 and s.max_fold_trainings == 3
+    assert s.next() == NEW  # two fold trainings of the budget left: a whole new configuration fits
+
+
+def test_a_frozen_budget_is_the_folds_started_until_thawed():
+    s = FoldScheduler(2, racing=None, max_fold_trainings=None)
+    assert s.next() == NEW
+    s.add_config("a")
+    s.freeze()  # a halt
+    assert s.max_fold_trainings == 1 and s.next() == WAIT
+    s.thaw(None)  # the resumed search: no limit again
+    assert not s.frozen and s.max_fold_trainings is None and s.next() == Run(0, 1)
 
 
 def test_the_next_fold_goes_where_its_configurations_model_is_when_it_may_go_first():

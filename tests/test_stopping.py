@@ -12,6 +12,7 @@ import pytest
 import e2e_helpers as h
 from glimr_cv.engine import stopping
 from glimr_cv.engine.stopping import FoldStops, as_stopper, check_scheduler
+from glimr_cv.schema import TRIAL_DIR
 
 
 # -- pure: which schedulers, what stoppers ---------------------------------------------------------------
@@ -114,6 +115,53 @@ def test_stop_all_asks_every_running_fold_and_the_searcher_once_and_ends_waiting
     # the searcher first starts nothing more, then learns of the waiting fold before Tune ends it
     assert posted == {"a": "stopper", "b": "stopper", "c": "stopper"}
     assert calls == ["stop_all", "cancel waiting"] and controller.stopped == ["waiting"]
+
+
+def test_before_tune_starts_a_waiting_fold_the_waiting_folds_that_need_not_train_end_unstarted(monkeypatch):
+    def fifo(controller):  # Tune's FIFO choice: the first trial still waiting
+        return next((t for t in controller.get_live_trials() if t.status == "PENDING"), None)
+
+    posted = _posted(monkeypatch)
+    calls, moot = [], set()
+    wrapper = FoldStops(mode="max", on_cancel=calls.append, moot=lambda trial_id: trial_id in moot)
+    wrapper.scheduler.choose_trial_to_run = fifo
+    trials = [_trial("a"), _trial("of_failed", "PENDING"), _trial("b", "PENDING")]
+    controller = _Controller(list(trials))
+    assert wrapper.choose_trial_to_run(controller) is trials[1] and calls == [] == controller.stopped
+    moot.update({"of_failed", "a"})  # the running "a" is past saving: only waiting folds are ended
+    assert wrapper.choose_trial_to_run(controller) is trials[2]
+    assert calls == ["of_failed"] == controller.stopped and controller.trials == [trials[0], trials[2]]
+    assert posted == {}  # nothing was asked of a running fold
+    old = FoldStops(mode="max")  # as Tune unpickles one made before moot existed: it ends nothing
+    del old.moot
+    old.scheduler.choose_trial_to_run = fifo
+    controller = _Controller([trials[2]])
+    assert old.choose_trial_to_run(controller) is trials[2] and controller.stopped == []
+
+
+def test_a_waiting_fold_is_moot_once_its_configuration_failed_or_the_search_halted_and_the_budget_stays_right():
+    from glimr_cv import validate_space
+    from glimr_cv.engine.scheduler import FoldScheduler
+    from glimr_cv.engine.searcher import CVSearcher
+    from glimr_cv.schema import STATUS
+
+    failed = {STATUS: "failed", "error": "ValueError: boom", "error_type": "ValueError"}
+    scheduler = FoldScheduler(2, racing=None, max_fold_trainings=10, slots=1)
+    searcher = CVSearcher(validate_space(h.space()), scheduler, "digit_accuracy", "max", fail_fast=2)
+    searcher.suggest("a"), searcher.suggest("b")  # configuration 0's folds: "b" waits for the one slot
+    assert not searcher.moot("b") and not searcher.moot("unknown")
+    searcher.on_trial_complete("a", failed)
+    assert scheduler.configs[0].status == "failed" and searcher.moot("b")
+    searcher.cancel("b")  # Tune ends it unstarted: the budget gets the fold training back
+    assert scheduler.n_started == 1 and scheduler.max_fold_trainings == 10 and scheduler.configs[0].todo == []
+    searcher.suggest("c"), searcher.suggest("d")
+    searcher.on_trial_complete("c", failed)  # the second first fold with that error: the search halts
+    assert searcher.halted and searcher.moot("d")
+    searcher.cancel("d")  # a halted search's budget is the folds started, and stays so
+    assert scheduler.n_started == scheduler.max_fold_trainings == 2 and searcher.suggest("e") == "FINISHED"
+    assert searcher.cancelled == [TRIAL_DIR.format(config_id=0, fold=1, trial_id="b"),
+                                  TRIAL_DIR.format(config_id=1, fold=1, trial_id="d")]
+    assert searcher.reopen() == [0, 1] and scheduler.max_fold_trainings == 10 and not scheduler.frozen
 
 
 def test_a_tune_scheduler_without_a_metric_follows_the_fold_score_and_its_stop_is_posted(monkeypatch):
@@ -264,9 +312,14 @@ def test_an_error_every_configuration_meets_stops_the_search_once_and_it_resumes
                                            r"until the marker exists.*Search.restore\(") as halted:
         search.experiment(str(tmp_path), name="broken", num_samples=5, check=False)
     results = halted.value.results
-    assert results.fold_trainings <= 7  # 3 configurations of 2 folds and a pending one at most, not 10
+    # the first folds of configurations 0, 1 and 2, and no more: each second fold, handed out while the first
+    # trained, waited for the one slot and never started once its configuration had failed
+    assert results.fold_trainings == 3
     failed = results.folds[results.folds["status"] == "failed"]
-    assert len(failed) >= 3 and failed["trial_id"].is_unique
+    assert sorted(failed["config_id"]) == [0, 1, 2] and failed["trial_id"].is_unique
+    trial_folders = [d for d in os.listdir(tmp_path / "broken") if d.startswith("c0")]
+    assert sorted(trial_folders) == sorted(TRIAL_DIR.format(config_id=c, fold=0, trial_id=t)
+                                           for c, t in zip(failed["config_id"], failed["trial_id"]))
     # the traceback came back in the fold's report, readable wherever the fold ran
     assert failed["traceback"].str.contains('raise ValueError\\("the builder is broken', regex=True).all()
     # not retried: one attempt per fold, so each failed trial folder has no error.txt from a crash
@@ -285,7 +338,7 @@ def test_a_worker_that_cannot_load_the_users_objects_fails_fast_without_retries(
                                            r"would: .*lab_only_module"):
         search.experiment(str(tmp_path), name="unpicklable", num_samples=4, check=False)
     trials = [d for d in os.listdir(tmp_path / "unpicklable") if d.startswith("c0")]
-    assert 1 <= len(trials) <= 3  # the first folds only, each tried once
+    assert len(trials) == 1  # the first fold only, tried once; the one waiting for the slot never started
     for d in trials:  # one attempt each: a retried trial would have crashed, with no report of its own
         reports = (tmp_path / "unpicklable" / d / "result.json").read_text().splitlines()
         assert len(reports) == 1 and '"fold_status": "failed"' in reports[0]

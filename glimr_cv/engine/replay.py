@@ -55,7 +55,9 @@ class Replay:
     fold)`` from the time it gets a slot, the fold that ends first reports
     ``score(config_id, fold)`` to the scheduler, and the freed slot is filled
     again. On :data:`~glimr_cv.engine.scheduler.NEW` a configuration with
-    :meth:`new_params` is registered; ``WAIT`` and ``DONE`` stop the filling.
+    :meth:`new_params` is registered; ``WAIT`` and ``DONE`` stop the filling. A
+    waiting fold whose configuration has ended by the time a slot frees is
+    cancelled instead of started, as in a Ray search.
 
     Parameters
     ----------
@@ -106,6 +108,9 @@ class Replay:
         :class:`Run` that :meth:`FoldScheduler.add_config` gave.
     dispatched : list of Run
         Every fold handed out, in order.
+    cancelled : list of Run
+        Folds handed out that never started: their configuration had ended (failed)
+        while they waited, and :meth:`FoldScheduler.cancel` took them back.
     finished : list of tuple
         ``(config_id, fold, score)`` of every fold that ended, in order; ``score`` is
         ``None`` for a failed fold.
@@ -149,6 +154,7 @@ class Replay:
         self.pending: collections.deque = collections.deque()
         self.decisions: list = []
         self.dispatched: list[Run] = []
+        self.cancelled: list[Run] = []
         self.finished: list[tuple[int, int, Any]] = []
         self.now = 0.0
         self._ends: dict[Run, float] = {}
@@ -220,7 +226,14 @@ class Replay:
             filling), or ``None`` when there was no room to ask.
         """
         while self.pending and len(self.running) < self.slots:
-            self._start(self.pending.popleft())
+            run = self.pending.popleft()
+            if self.scheduler.configs[run.config_id].status != "running":
+                # as the Ray searcher does: a fold whose configuration ended while it waited never starts
+                self.scheduler.cancel(run.config_id, run.fold)
+                self._references.pop(run, None)
+                self.cancelled.append(run)
+                continue
+            self._start(run)
         answer = None
         while len(self.running) + len(self.pending) < self.slots + self.max_pending:
             answer = self.scheduler.next()

@@ -186,6 +186,7 @@ class FoldScheduler:
         self.n_started = 0
         self.n_running = 0
         self.closed = False
+        self.frozen = False  # freeze(): the budget is the folds started
         self.slots = slots
         self._heap: list[tuple] = []
         self._events: list[tuple[str, int, float]] = []
@@ -203,7 +204,7 @@ class FoldScheduler:
 
     def __setstate__(self, state: dict) -> None:
         # schedulers pickled by older versions lack the newer fields
-        self.__dict__.update(_dispatched=0, _freed=None, _running=None, _trails=None, _swept=False)
+        self.__dict__.update(_dispatched=0, _freed=None, _running=None, _trails=None, _swept=False, frozen=False)
         self.__dict__.update(state)
 
     # -- orientation: rules and the heap see "higher is better" -------------
@@ -468,6 +469,16 @@ class FoldScheduler:
         """The inner searcher has no more configurations."""
         self.closed = True
 
+    def freeze(self) -> None:
+        """Start nothing more: the budget becomes the folds started, and :meth:`cancel` shrinks it with them."""
+        self.max_fold_trainings = self.n_started
+        self.frozen = True
+
+    def thaw(self, budget: int | None) -> None:
+        """Undo :meth:`freeze`: ``budget`` fold trainings in all (``None``: no limit) may start again."""
+        self.max_fold_trainings = budget
+        self.frozen = False
+
     def retry(self, config_id: int) -> None:
         """Run a failed configuration's unfinished folds again (a resumed search, its cause fixed)."""
         c = self.configs[config_id]
@@ -481,18 +492,19 @@ class FoldScheduler:
             self._push(c)
 
     def cancel(self, config_id: int, fold: int) -> None:
-        """A started fold that will not train after all (the search was stopped while it waited for a slot).
+        """A started fold that will not train after all: it waited for a slot, and the search stopped
+        or its configuration ended meanwhile.
 
-        It is again to do, first of its configuration's folds, and no longer counts
-        as started. The budget shrinks with it: only a stopped search (whose budget
-        is the folds started) cancels folds, and nothing more may start.
+        It no longer counts as started and, while its configuration is running, it
+        is again to do, first of its folds. A :meth:`freeze` budget shrinks with it,
+        so that nothing more starts; another budget gets the fold training back.
         """
         c = self.configs[config_id]
         if fold not in c.running:
             raise ValueError(expected("fold", f"a running fold of configuration {config_id}", fold))
         self._release(c, fold)
         self.n_started -= 1
-        if self.max_fold_trainings is not None:
+        if self.frozen:
             self.max_fold_trainings -= 1
         if c.status == "running":
             c.todo.insert(0, fold)

@@ -212,19 +212,28 @@ class CVSearcher(Searcher):
         Configurations that failed with ``error`` are tried again after :meth:`reopen`.
         """
         self.halted = {"message": message, "error": error, "budget": self.fold_scheduler.max_fold_trainings}
-        self.fold_scheduler.max_fold_trainings = self.fold_scheduler.n_started
+        self.fold_scheduler.freeze()
+
+    def moot(self, trial_id: str) -> bool:
+        """Whether the fold of ``trial_id``, not started yet, need not train: the search halted, or its
+        configuration has ended (failed, or pruned) since the fold was handed out."""
+        run = self._trials.get(trial_id)
+        if run is None:
+            return False
+        return bool(self.halted) or self.fold_scheduler.configs[run.config_id].status != "running"
 
     def stop_all(self) -> None:
         """A stopper's ``stop_all()``: start nothing more (running folds are asked to stop)."""
         self.fold_scheduler.close()
-        self.fold_scheduler.max_fold_trainings = self.fold_scheduler.n_started
+        self.fold_scheduler.freeze()
 
     def cancel(self, trial_id: str) -> None:
-        """After :meth:`stop_all`: the fold of ``trial_id`` waited for a slot and Tune will not start it.
+        """The fold of ``trial_id`` waited for a slot, and Tune ends it unstarted (:meth:`moot`, or :meth:`stop_all`).
 
-        Not trained and not failed: its configuration ends "incomplete", and the
-        fold does not count among the fold trainings. The trial folder that Tune
-        made for it is in :attr:`cancelled`.
+        Not trained and not failed, it does not count among the fold trainings. In a
+        stopped search its configuration ends "incomplete"; in a halted one the fold
+        runs when the search resumes. The trial folder that Tune made for it is in
+        :attr:`cancelled`.
         """
         run = self._trials.pop(trial_id, None)
         if run is None:
@@ -241,7 +250,7 @@ class CVSearcher(Searcher):
             self._reopen = True
         if not self.halted:
             return []
-        self.fold_scheduler.max_fold_trainings = self.halted["budget"]
+        self.fold_scheduler.thaw(self.halted["budget"])
         error = self.halted["error"]
         retried = [c.config_id for c in self.fold_scheduler.configs.values()
                    if c.status == "failed" and error is not None and error in (c.error or "")]

@@ -172,19 +172,29 @@ class FoldStops(TrialScheduler):
     ``stopper.stop_all()`` is true, ``on_stop_all`` is called once (the searcher
     then starts nothing new), every running fold is asked to stop, and every
     fold still waiting for a slot is told to the searcher (``on_cancel(trial_id)``)
-    and ended by Tune before it starts.
+    and ended by Tune before it starts. A waiting fold for which ``moot(trial_id)``
+    (the searcher halted, or the fold's configuration ended) ends the same way,
+    before Tune next starts a fold; without a scheduler or a stopper, that is all
+    this scheduler does.
     """
 
+    # class defaults, for a FoldStops that Tune pickled before these attributes existed
+    moot: Callable[[str], bool] | None = None
+    stops = True
+
     def __init__(self, scheduler: TrialScheduler | None = None, stopper: Any = None, mode: str = "max",
-                 on_stop_all: Callable[[], None] | None = None, on_cancel: Callable[[str], None] | None = None):
+                 on_stop_all: Callable[[], None] | None = None, on_cancel: Callable[[str], None] | None = None,
+                 moot: Callable[[str], bool] | None = None):
         from ray.tune.schedulers import FIFOScheduler
 
         super().__init__()
+        self.stops = scheduler is not None or stopper is not None  # folds read the stop board only then
         self.scheduler = check_scheduler(scheduler) or FIFOScheduler()
         self.mode = mode
         self.stopper = stopper
         self.on_stop_all = on_stop_all
         self.on_cancel = on_cancel
+        self.moot = moot
         self.stopped_all = False
         # Tune checks that every result holds the scheduler's metric: fold_score is in all, failed folds' too
         TrialScheduler.set_search_properties(self, SCORE, mode)
@@ -201,6 +211,10 @@ class FoldStops(TrialScheduler):
             self.scheduler.set_search_properties(SCORE, self.mode, **spec)
         return True
 
+    def _clear(self, trial) -> None:
+        if self.stops:
+            clear_stop(trial.trial_id)
+
     def _inner(self, method: str, *args):
         return getattr(self.scheduler, method)(*args)
 
@@ -208,7 +222,7 @@ class FoldStops(TrialScheduler):
         self._inner("on_trial_add", tune_controller, trial)
 
     def on_trial_error(self, tune_controller, trial):
-        clear_stop(trial.trial_id)
+        self._clear(trial)
         self._inner("on_trial_error", tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result):
@@ -230,28 +244,40 @@ class FoldStops(TrialScheduler):
         return TrialScheduler.CONTINUE
 
     def _stop_all(self, tune_controller) -> None:
-        from ray.tune.experiment import Trial
-
         if self.on_stop_all is not None:
             self.on_stop_all()
+        for other in self._end_waiting(tune_controller):
+            request_stop(other.trial_id, "stopper")
+
+    def _end_waiting(self, tune_controller, which: Callable[[str], bool] | None = None) -> list:
+        """End the live trials that wait for a slot (those for which ``which(trial_id)``), before they start;
+        the others."""
+        from ray.tune.experiment import Trial
+
+        running = []
         for other in list(tune_controller.get_live_trials()):
-            if other.status == Trial.PENDING:
+            if other.status == Trial.PENDING and (which is None or which(other.trial_id)):
                 # not started: ended now rather than trained for an epoch and stopped
                 if self.on_cancel is not None:
                     self.on_cancel(other.trial_id)
                 tune_controller.stop_trial(other)  # as Tune's HyperBand ends the trials it drops
             else:
-                request_stop(other.trial_id, "stopper")
+                running.append(other)
+        return running
 
     def on_trial_complete(self, tune_controller, trial, result):
-        clear_stop(trial.trial_id)
+        self._clear(trial)
         self._inner("on_trial_complete", tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller, trial):
-        clear_stop(trial.trial_id)
+        self._clear(trial)
         self._inner("on_trial_remove", tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller):
+        # Tune asks this before it starts any waiting trial, and the searcher learns of a fold's end
+        # after this scheduler does: here is the first moment a halt or a failed configuration shows
+        if self.moot is not None:
+            self._end_waiting(tune_controller, self.moot)
         return self.scheduler.choose_trial_to_run(tune_controller)
 
     def debug_string(self) -> str:
