@@ -928,8 +928,9 @@ def test_a_cancelled_fold_of_a_failed_configuration_gives_its_training_back_to_t
     s.add_config("a")
     assert s.next() == Run(0, 1)  # waits for the one slot
     s.fail(0, 0, "fold 0: boom")
-    s.cancel(0, 1)  # never trained: not to do again, and not counted
-    assert s.configs[0].todo == [] and s.n_started == 1 and s.n_running == 0 and s.max_fold_trainings == 3
+    s.cancel(0, 1)  # never trained: not to do again, not counted, and skipped with the configuration's end
+    assert s.configs[0].todo == [] and s.configs[0].skipped == 1
+    assert s.n_started == 1 and s.n_running == 0 and s.max_fold_trainings == 3
     assert s.next() == NEW  # two fold trainings of the budget left: a whole new configuration fits
 
 

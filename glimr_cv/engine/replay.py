@@ -109,8 +109,8 @@ class Replay:
     dispatched : list of Run
         Every fold handed out, in order.
     cancelled : list of Run
-        Folds handed out that never started: their configuration had ended (failed)
-        while they waited, and :meth:`FoldScheduler.cancel` took them back.
+        Folds handed out that never started: their configuration had ended (failed or
+        pruned) while they waited, and :meth:`FoldScheduler.cancel` took them back.
     finished : list of tuple
         ``(config_id, fold, score)`` of every fold that ended, in order; ``score`` is
         ``None`` for a failed fold.

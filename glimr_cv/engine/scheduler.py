@@ -495,9 +495,10 @@ class FoldScheduler:
         """A started fold that will not train after all: it waited for a slot, and the search stopped
         or its configuration ended meanwhile.
 
-        It no longer counts as started and, while its configuration is running, it
-        is again to do, first of its folds. A :meth:`freeze` budget shrinks with it,
-        so that nothing more starts; another budget gets the fold training back.
+        It no longer counts as started. While its configuration is running, it is
+        again to do, first of its folds; otherwise it counts as skipped, like the
+        folds the configuration's end left to do. A :meth:`freeze` budget shrinks
+        with it, so that nothing more starts; another budget gets the fold training back.
         """
         c = self.configs[config_id]
         if fold not in c.running:
@@ -509,6 +510,8 @@ class FoldScheduler:
         if c.status == "running":
             c.todo.insert(0, fold)
             self._push(c)
+        else:
+            c.skipped += 1
 
     # -- outcomes ---------------------------------------------------------------
     def finish(self, config_id: int, fold: int, score: float, curve: Sequence[float] | None = None,
