@@ -9,7 +9,9 @@ driver's job, its stop board); the fold reads it after its next epoch
 (:func:`stop_requested`), stops and ends like any finished fold: scored at its
 best epoch, checkpointed, ``stopped_early``.
 
-:class:`FoldStops` wraps the user's scheduler and stopper for the Tuner.
+:class:`FoldStops` wraps the user's scheduler and stopper for the Tuner. It is in
+every search: it also ends, before they start, the folds waiting for a slot that
+need not train any more (the search halted, or their configuration ended).
 Schedulers that pause or mutate trials (population based training, synchronous
 HyperBand) cannot work with folds and are refused by :func:`check_scheduler`.
 """
