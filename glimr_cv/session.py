@@ -163,7 +163,7 @@ def resume(path: str, verbose: int = 0, address: str | None = None) -> SearchRes
     if searcher is None:
         raise RuntimeError(f"restore: the searcher of {path!r} was not restored by Ray Tune; "
                            "expected Tune's saved tuner state to hold it")
-    searcher.reopen(on_restore=True)  # after a halt: the failed configurations get another try
+    searcher.reopen(on_restore=True)  # after a halt: the failed and the unfinished configurations go on
     return finish_run(search, runner, tuner, searcher, path, verbose, tracker)
 
 

@@ -894,7 +894,8 @@ def test_a_retried_configuration_runs_its_unfinished_folds_and_can_complete():
     s.retry(0)
     c = s.configs[0]
     assert c.status == "running" and c.error is None and c.todo == [1, 2] and c.scores == {0: 0.5}
-    with pytest.raises(ValueError, match="config_id: expected a failed configuration, but got 0, which is running"):
+    with pytest.raises(ValueError, match="config_id: expected a failed or incomplete configuration, but got 0, "
+                                         "which is running"):
         s.retry(0)
     runs = [s.next(), s.next()]
     assert Run(0, 1) in runs and Run(0, 2) in runs

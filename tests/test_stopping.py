@@ -11,6 +11,7 @@ import pytest
 
 import e2e_helpers as h
 from glimr_cv.engine import stopping
+from glimr_cv.engine.searcher import CVSearcher
 from glimr_cv.engine.stopping import FoldStops, as_stopper, check_scheduler
 from glimr_cv.schema import TRIAL_DIR
 
@@ -142,7 +143,6 @@ def test_before_tune_starts_a_waiting_fold_the_waiting_folds_that_need_not_train
 def test_a_waiting_fold_is_moot_once_its_configuration_failed_or_the_search_halted_and_the_budget_stays_right():
     from glimr_cv import validate_space
     from glimr_cv.engine.scheduler import FoldScheduler
-    from glimr_cv.engine.searcher import CVSearcher
     from glimr_cv.schema import STATUS
 
     failed = {STATUS: "failed", "error": "ValueError: boom", "error_type": "ValueError"}
@@ -162,6 +162,25 @@ def test_a_waiting_fold_is_moot_once_its_configuration_failed_or_the_search_halt
     assert searcher.cancelled == [TRIAL_DIR.format(config_id=0, fold=1, trial_id="b"),
                                   TRIAL_DIR.format(config_id=1, fold=1, trial_id="d")]
     assert searcher.reopen() == [0, 1] and scheduler.max_fold_trainings == 10 and not scheduler.frozen
+
+
+def test_a_configuration_whose_first_fold_waited_at_the_halt_is_trained_when_the_search_resumes():
+    from glimr_cv import validate_space
+    from glimr_cv.engine.scheduler import FoldScheduler, Run
+    from glimr_cv.schema import STATUS
+
+    failed = {STATUS: "failed", "error": "ValueError: boom", "error_type": "ValueError"}
+    scheduler = FoldScheduler(1, racing=None, slots=1)
+    searcher = CVSearcher(validate_space(h.space()), scheduler, "digit_accuracy", "max", fail_fast=1)
+    searcher.suggest("a"), searcher.suggest("b")  # the first folds of configurations 0 and 1; "b" waits
+    searcher.on_trial_complete("a", failed)  # halts: fail_fast=1
+    assert searcher.moot("b")
+    searcher.cancel("b")
+    assert searcher.suggest("c") == "FINISHED"  # the halted run ends, and configuration 1 with it
+    assert [c.status for c in scheduler.configs.values()] == ["failed", "incomplete"]
+    assert searcher.reopen() == [0, 1]  # resumed: both are tried again, not only the one that failed
+    assert [c.status for c in scheduler.configs.values()] == ["running", "running"]
+    assert {scheduler.next(), scheduler.next()} == {Run(0, 0), Run(1, 0)}
 
 
 def test_a_tune_scheduler_without_a_metric_follows_the_fold_score_and_its_stop_is_posted(monkeypatch):

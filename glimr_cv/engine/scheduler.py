@@ -480,10 +480,11 @@ class FoldScheduler:
         self.frozen = False
 
     def retry(self, config_id: int) -> None:
-        """Run a failed configuration's unfinished folds again (a resumed search, its cause fixed)."""
+        """Run the unfinished folds of a failed or incomplete configuration (a resumed search, its cause fixed)."""
         c = self.configs[config_id]
-        if c.status != "failed":
-            raise ValueError(expected("config_id", "a failed configuration", got=f"{config_id}, which is {c.status}"))
+        if c.status not in ("failed", "incomplete"):
+            raise ValueError(expected("config_id", "a failed or incomplete configuration",
+                                      got=f"{config_id}, which is {c.status}"))
         c.todo = [f for f in range(self.cv_folds) if f not in c.scores and f not in c.running]
         c.skipped = 0
         c.status, c.error = "running", None

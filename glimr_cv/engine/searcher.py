@@ -243,17 +243,21 @@ class CVSearcher(Searcher):
         self._changed()
 
     def reopen(self, on_restore: bool = False) -> list[int]:
-        """Undo :meth:`halt` for a resumed run: the budget comes back and the halting error's
-        configurations are tried again; their config_ids. ``on_restore``: also once Ray Tune
-        has put back the saved state, which it does when the resumed run starts."""
+        """Undo :meth:`halt` for a resumed run: the budget comes back, and the halting error's
+        configurations and those the halted run left incomplete are tried again; their config_ids.
+        ``on_restore``: also once Ray Tune has put back the saved state, which it does when the
+        resumed run starts."""
         if on_restore:
             self._reopen = True
         if not self.halted:
             return []
         self.fold_scheduler.thaw(self.halted["budget"])
         error = self.halted["error"]
+        # a halted run ends with nothing left to start, so the configurations still running become
+        # "incomplete" then: a fold of theirs was cancelled at the halt, or had not been handed out
         retried = [c.config_id for c in self.fold_scheduler.configs.values()
-                   if c.status == "failed" and error is not None and error in (c.error or "")]
+                   if c.status == "incomplete"
+                   or c.status == "failed" and error is not None and error in (c.error or "")]
         for config_id in retried:
             self.fold_scheduler.retry(config_id)
             self._inner_ids.pop(config_id, None)  # the inner searcher was told of the failure already
