@@ -11,9 +11,10 @@ import pytest
 
 import e2e_helpers as h
 from glimr_cv.engine import stopping
+from glimr_cv.engine.scheduler import FoldScheduler, Run
 from glimr_cv.engine.searcher import CVSearcher
 from glimr_cv.engine.stopping import FoldStops, as_stopper, check_scheduler
-from glimr_cv.schema import TRIAL_DIR
+from glimr_cv.schema import STATUS, TRIAL_DIR
 
 
 # -- pure: which schedulers, what stoppers ---------------------------------------------------------------
@@ -140,22 +141,27 @@ def test_before_tune_starts_a_waiting_fold_the_waiting_folds_that_need_not_train
     assert old.choose_trial_to_run(controller) is trials[2] and controller.stopped == []
 
 
-def test_a_waiting_fold_is_moot_once_its_configuration_failed_or_the_search_halted_and_the_budget_stays_right():
-    from glimr_cv import validate_space
-    from glimr_cv.engine.scheduler import FoldScheduler
-    from glimr_cv.schema import STATUS
+FAILED = {STATUS: "failed", "error": "ValueError: boom", "error_type": "ValueError"}  # a fold's final report
 
-    failed = {STATUS: "failed", "error": "ValueError: boom", "error_type": "ValueError"}
+
+def _searcher(scheduler, fail_fast):
+    """A searcher of the digits space over ``scheduler``, without Ray."""
+    from glimr_cv import validate_space
+
+    return CVSearcher(validate_space(h.space()), scheduler, "digit_accuracy", "max", fail_fast=fail_fast)
+
+
+def test_a_waiting_fold_is_moot_once_its_configuration_failed_or_the_search_halted_and_the_budget_stays_right():
     scheduler = FoldScheduler(2, racing=None, max_fold_trainings=10, slots=1)
-    searcher = CVSearcher(validate_space(h.space()), scheduler, "digit_accuracy", "max", fail_fast=2)
+    searcher = _searcher(scheduler, fail_fast=2)
     searcher.suggest("a"), searcher.suggest("b")  # configuration 0's folds: "b" waits for the one slot
     assert not searcher.moot("b") and not searcher.moot("unknown")
-    searcher.on_trial_complete("a", failed)
+    searcher.on_trial_complete("a", FAILED)
     assert scheduler.configs[0].status == "failed" and searcher.moot("b")
     searcher.cancel("b")  # Tune ends it unstarted: the budget gets the fold training back
     assert scheduler.n_started == 1 and scheduler.max_fold_trainings == 10 and scheduler.configs[0].todo == []
     searcher.suggest("c"), searcher.suggest("d")
-    searcher.on_trial_complete("c", failed)  # the second first fold with that error: the search halts
+    searcher.on_trial_complete("c", FAILED)  # the second first fold with that error: the search halts
     assert searcher.halted and searcher.moot("d")
     searcher.cancel("d")  # a halted search's budget is the folds started, and stays so
     assert scheduler.n_started == scheduler.max_fold_trainings == 2 and searcher.suggest("e") == "FINISHED"
@@ -165,15 +171,10 @@ def test_a_waiting_fold_is_moot_once_its_configuration_failed_or_the_search_halt
 
 
 def test_a_configuration_whose_first_fold_waited_at_the_halt_is_trained_when_the_search_resumes():
-    from glimr_cv import validate_space
-    from glimr_cv.engine.scheduler import FoldScheduler, Run
-    from glimr_cv.schema import STATUS
-
-    failed = {STATUS: "failed", "error": "ValueError: boom", "error_type": "ValueError"}
     scheduler = FoldScheduler(1, racing=None, slots=1)
-    searcher = CVSearcher(validate_space(h.space()), scheduler, "digit_accuracy", "max", fail_fast=1)
+    searcher = _searcher(scheduler, fail_fast=1)
     searcher.suggest("a"), searcher.suggest("b")  # the first folds of configurations 0 and 1; "b" waits
-    searcher.on_trial_complete("a", failed)  # halts: fail_fast=1
+    searcher.on_trial_complete("a", FAILED)  # halts: fail_fast=1
     assert searcher.moot("b")
     searcher.cancel("b")
     assert searcher.suggest("c") == "FINISHED"  # the halted run ends, and configuration 1 with it
